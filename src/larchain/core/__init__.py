@@ -1,0 +1,1 @@
+"""Shared core: units and constants, detector geometry, config checks, artifacts, Dask."""

@@ -1,0 +1,77 @@
+"""Dask clusters for stages that shard work: local by default, or an existing scheduler.
+
+A stage never depends on how many workers it gets: work is split into canonical blocks,
+each with its own seed, and results are assembled by block index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+
+@contextlib.contextmanager
+def dask_client(
+    dask_cfg: Mapping[str, Any] | None, threads: int, *, gpu: bool = False
+) -> Iterator[Any]:
+    """A ``distributed.Client`` for this job.
+
+    ``dask_cfg`` is the config's ``dask`` section: ``scheduler_address`` or
+    ``scheduler_file`` connect to a running scheduler; otherwise a LocalCluster with one
+    single-threaded worker process per thread of the job (one worker for a GPU job).
+    """
+    from distributed import Client, LocalCluster
+
+    dask_cfg = dict(dask_cfg or {})
+    address = dask_cfg.get("scheduler_address")
+    sched_file = dask_cfg.get("scheduler_file")
+    if address or sched_file:
+        client = Client(address) if address else Client(scheduler_file=sched_file)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n_workers = 1 if gpu else max(1, int(threads))
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=dask_cfg.get("processes", True),
+        dashboard_address=None,
+        silence_logs=logging.WARNING,
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def map_blocks(
+    client: Any,
+    func: Callable[..., Any],
+    blocks: Sequence[Any],
+    *,
+    desc: str,
+    on_result: Callable[[int, Any], None],
+    **kwargs: Any,
+) -> None:
+    """Run ``func(block, **kwargs)`` for every block, calling ``on_result(i, result)`` as each
+    finishes, with a progress bar. Dask retries a block whose worker died."""
+    from distributed import as_completed
+
+    futures = [
+        client.submit(func, b, **kwargs, key=f"{desc}-{i}", pure=False, retries=2)
+        for i, b in enumerate(blocks)
+    ]
+    index = {f.key: i for i, f in enumerate(futures)}
+    with tqdm(total=len(futures), desc=desc, unit="block", mininterval=1.0) as bar:
+        for fut in as_completed(futures):
+            on_result(index[fut.key], fut.result())
+            fut.release()
+            bar.update(1)

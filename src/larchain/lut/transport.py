@@ -1,0 +1,564 @@
+"""Vectorised optical-photon Monte Carlo in a LAr box: the physics of the photon library.
+
+Photons are emitted isotropically, fly exponential distances (Rayleigh scattering and bulk
+absorption), scatter with the unpolarised Rayleigh phase function (1 + cos^2), and end
+absorbed in the bulk, on a wall, or on a photodetector (counted with its efficiency).
+Walls reflect with a configurable probability (specular or Lambertian).
+
+Two estimators of the visibility (detection probability per photodetector):
+
+* ``analog``: score the efficiency of a photodetector when a photon lands on it.
+* ``nee`` (next-event estimation): at emission and at every scattering vertex, add for
+  every photodetector the exact probability that the next flight reaches it directly,
+  ``eff x (solid angle) x <phase x exp(-r / L)>``, where the average runs over the
+  detector face (self-normalised quadrature weighted by the solid-angle density, so it is
+  exact when the phase and attenuation do not vary across the face). A flight that starts
+  at such a vertex and lands on a photodetector is then not scored again (it was already
+  counted in expectation); flights after a wall reflection are scored analogously. The
+  walk itself is the same analog walk, so both estimators have the same mean.
+
+Everything runs on whichever torch device the inputs live on; the random stream comes
+from one ``torch.Generator`` per call, so a block's result depends only on its seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from larchain.core.geometry import Detector
+from larchain.lut.solid_angle import disk_solid_angle, rectangle_solid_angle
+
+FOUR_PI = 4.0 * math.pi
+RAYLEIGH_NORM = 3.0 / (16.0 * math.pi)  # (3 / 16 pi)(1 + mu^2) integrates to 1 over 4 pi
+#: Pairs nearer than this many detector sizes (half-diagonal, or radius) take the exact path.
+FAR_FACTOR = 6.0
+
+
+@dataclass(frozen=True)
+class Optics:
+    """Bulk optical constants (cm); ``None`` switches a process off."""
+
+    rayleigh_length: float | None
+    absorption_length: float | None
+
+    @property
+    def inverse_lengths(self) -> tuple[float, float]:
+        inv_s = 0.0 if self.rayleigh_length is None else 1.0 / self.rayleigh_length
+        inv_a = 0.0 if self.absorption_length is None else 1.0 / self.absorption_length
+        return inv_s, inv_a
+
+
+@dataclass
+class Tallies:
+    """Per-voxel sums over photons (float64, on CPU).
+
+    ``score`` and ``score_sq`` are the sums of the per-photon detection score and of its
+    square, per photodetector; the fractions are how the analog walk ended.
+    """
+
+    score: np.ndarray  # [V, D]
+    score_sq: np.ndarray  # [V, D]
+    absorbed: np.ndarray  # [V] photons absorbed in the bulk
+    on_walls: np.ndarray  # [V] photons ending on a wall (incl. undetected on a photodetector)
+    detected: np.ndarray  # [V] analog detections (efficiency-weighted)
+    reached_detector: np.ndarray  # [V] photons whose walk ended on a photodetector face
+    scatters: np.ndarray  # [V] Rayleigh scatterings
+    truncated: np.ndarray  # [V] photons still alive after max_steps (should be 0)
+
+
+class PhotodetectorSet:
+    """Photodetector geometry as tensors, with the quadrature used by next-event estimation."""
+
+    def __init__(
+        self, detector: Detector, device: torch.device, dtype: torch.dtype, quadrature: int = 3
+    ) -> None:
+        pds = detector.photodetectors
+        self.n = len(pds)
+        self.device, self.dtype = device, dtype
+        t = lambda x, dt=dtype: torch.tensor(x, device=device, dtype=dt)  # noqa: E731
+        self.size = t(list(detector.size))
+        self.axis = t([p.axis for p in pds], torch.long)
+        self.side = t([p.side for p in pds], torch.long)
+        self.u_axis = t([p.uv_axes[0] for p in pds], torch.long)
+        self.v_axis = t([p.uv_axes[1] for p in pds], torch.long)
+        self.center = t([list(p.center) for p in pds])
+        self.center_u = t([p.center[p.uv_axes[0]] for p in pds])
+        self.center_v = t([p.center[p.uv_axes[1]] for p in pds])
+        self.plane = t([detector.wall_position(p.wall) for p in pds])
+        self.is_disk = t([p.shape == "disk" for p in pds], torch.bool)
+        self.radius = t([p.radius for p in pds])
+        self.half_u = t([p.half_extent[0] for p in pds])
+        self.half_v = t([p.half_extent[1] for p in pds])
+        self.efficiency = t([p.efficiency for p in pds])
+        self.disk_idx = torch.nonzero(self.is_disk).flatten()
+        self.rect_idx = torch.nonzero(~self.is_disk).flatten()
+        pts, wts = [], []
+        for p in pds:
+            q, w = _face_quadrature(p.shape, p.half_extent, quadrature)
+            xyz = np.zeros((len(w), 3))
+            xyz[:, p.axis] = detector.wall_position(p.wall)
+            xyz[:, p.uv_axes[0]] = p.center[p.uv_axes[0]] + q[:, 0]
+            xyz[:, p.uv_axes[1]] = p.center[p.uv_axes[1]] + q[:, 1]
+            pts.append(xyz)
+            wts.append(w)
+        self.n_quad = max(len(w) for w in wts)
+        # pad to a common count with zero-weight copies of the first node
+        for i in range(self.n):
+            k = self.n_quad - len(wts[i])
+            if k:
+                pts[i] = np.concatenate([pts[i], np.repeat(pts[i][:1], k, 0)])
+                wts[i] = np.concatenate([wts[i], np.zeros(k)])
+        self.quad_points = t(np.stack(pts).reshape(-1, 3))  # [D*Q, 3]
+        self.quad_weights = t(np.stack(wts))  # [D, Q]
+        eye = np.eye(3)
+        self.e_u = t(np.stack([eye[p.uv_axes[0]] for p in pds]))
+        self.e_v = t(np.stack([eye[p.uv_axes[1]] for p in pds]))
+        self.n_in = t(np.stack([eye[p.axis] * (1.0 if p.side == 0 else -1.0) for p in pds]))
+        m_u = [p.radius**2 / 4 if p.shape == "disk" else p.size[0] ** 2 / 12 for p in pds]
+        m_v = [p.radius**2 / 4 if p.shape == "disk" else p.size[1] ** 2 / 12 for p in pds]
+        self.m_u, self.m_v = t(m_u), t(m_v)
+        self.trace_m = self.m_u + self.m_v
+        self.area = t([p.area for p in pds])
+        extent2 = [p.half_extent[0] ** 2 + p.half_extent[1] ** 2 for p in pds]
+        self.near_r2 = t([FAR_FACTOR**2 * e for e in extent2])
+        # polar quadrature for near disks: 2q azimuths x q polar angles (Gauss-Legendre)
+        self.polar_nodes = (2 * quadrature, quadrature)
+        gp = np.polynomial.legendre.leggauss(2 * quadrature)
+        ga = np.polynomial.legendre.leggauss(quadrature)
+        self.gl_phi = (t(gp[0]), t(gp[1]))
+        self.gl_alpha = (t(ga[0]), t(ga[1]))
+        self.gl_half = self.gl_alpha
+
+    def local(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u, v, h) of points [M, 3] in every detector's frame: [M, D] each."""
+        u = pos[:, self.u_axis] - self.center_u
+        v = pos[:, self.v_axis] - self.center_v
+        h = torch.abs(pos[:, self.axis] - self.plane).clamp_min(1e-9)
+        return u, v, h
+
+    def solid_angle(self, pos: torch.Tensor) -> torch.Tensor:
+        """Exact solid angle [M, D] of every photodetector seen from points [M, 3]."""
+        u, v, h = self.local(pos)
+        omega = torch.empty_like(u)
+        if len(self.disk_idx):
+            i = self.disk_idx
+            omega[:, i] = disk_solid_angle(u[:, i], v[:, i], h[:, i], self.radius[i])
+        if len(self.rect_idx):
+            i = self.rect_idx
+            omega[:, i] = rectangle_solid_angle(
+                u[:, i], v[:, i], h[:, i], self.half_u[i], self.half_v[i]
+            )
+        return omega
+
+    def direct_probability(
+        self, pos: torch.Tensor, d_in: torch.Tensor | None, inv_length: float
+    ) -> torch.Tensor:
+        """Probability [M, D] that the next flight from ``pos`` is detected directly.
+
+        ``d_in`` is the incoming direction at a Rayleigh vertex (None: isotropic emission);
+        ``inv_length`` is 1 / (total attenuation length) of the direct path. Pairs farther
+        than ``FAR_FACTOR`` detector sizes use the second-order far-field expansion
+        (:meth:`_far`); nearer pairs use the exact solid angle and face quadrature.
+        """
+        out, near = self._far(pos, d_in, inv_length)
+        if near.any():
+            iv, idet = torch.nonzero(near, as_tuple=True)
+            out[iv, idet] = self._near(pos[iv], None if d_in is None else d_in[iv], idet,
+                                       inv_length)
+        return out
+
+    def _far(self, pos, d_in, inv_length):
+        """Far-field direct probability for all pairs, and the mask of pairs too near for it.
+
+        With the face's in-plane second moments M (R^2/4 for a disk, a^2/3 and b^2/3 for a
+        rectangle of half sizes a, b), s = C.x / r^2, t = |x|^2 / r^2 and the solid-angle
+        density h / |X|^3 expanded to second order in |x| / r, the face averages are
+        <t> = tr M / r^2, <s^2> = C_par.M.C_par / r^4, <a^2> = d_par.M.d_par / r^2,
+        <a s> = d_par.M.C_par / r^3 (a = d.x / r). Then
+        Omega = A cos(theta) / r^2 (1 - 3/2 <t> + 15/2 <s^2>),
+        <exp(-|X|/L)> = exp(-r/L) (1 - lam <t>/2 + (7/2 lam + lam^2/2) <s^2>), lam = r/L,
+        <mu^2> = mu_c^2 + <a^2> - 10 mu_c <a s> + 10 mu_c^2 <s^2> - mu_c^2 <t>,
+        plus the cross term -2 lam mu_c (<a s> - mu_c <s^2>). Neglected terms are
+        O((size / r)^4): below 1e-3 relative beyond FAR_FACTOR sizes.
+        """
+        dx = self.center[:, 0] - pos[:, 0:1]
+        dy = self.center[:, 1] - pos[:, 1:2]
+        dz = self.center[:, 2] - pos[:, 2:3]
+        r2 = dx * dx + dy * dy + dz * dz
+        rinv = torch.rsqrt(r2)
+        near = r2 < self.near_r2
+        # components of the unit vector to the centre along the face's u and v axes
+        cu = (dx * self.e_u[:, 0] + dy * self.e_u[:, 1] + dz * self.e_u[:, 2]) * rinv
+        cv = (dx * self.e_v[:, 0] + dy * self.e_v[:, 1] + dz * self.e_v[:, 2]) * rinv
+        cos_t = (dx * self.n_in[:, 0] + dy * self.n_in[:, 1] + dz * self.n_in[:, 2]).neg_() * rinv
+        r2inv = rinv * rinv
+        t_avg = self.trace_m * r2inv
+        s2 = (self.m_u * cu * cu + self.m_v * cv * cv) * r2inv
+        omega = self.area * cos_t * r2inv * (1.0 - 1.5 * t_avg + 7.5 * s2)
+        if inv_length > 0:
+            lam = r2 * rinv * inv_length
+            g = torch.exp(-lam) * (1.0 - 0.5 * lam * t_avg + (3.5 * lam + 0.5 * lam * lam) * s2)
+        else:
+            lam = None
+            g = torch.ones_like(r2)
+        if d_in is None:
+            f = g / FOUR_PI
+        else:
+            mu = (dx * d_in[:, 0:1] + dy * d_in[:, 1:2] + dz * d_in[:, 2:3]) * rinv
+            du = d_in @ self.e_u.T  # [M, D]: d's components along each face's axes
+            dv = d_in @ self.e_v.T
+            a2 = (self.m_u * du * du + self.m_v * dv * dv) * r2inv
+            a_s = (self.m_u * du * cu + self.m_v * dv * cv) * r2inv
+            mu2 = mu * mu
+            phi = 1.0 + mu2 + a2 - 10.0 * mu * a_s + 10.0 * mu2 * s2 - mu2 * t_avg
+            if lam is not None:
+                phi = phi - 2.0 * lam * mu * (a_s - mu * s2)
+            f = g * RAYLEIGH_NORM * phi
+        return self.efficiency * omega * f, near
+
+    def _near(self, pos, d_in, idet, inv_length):
+        """Direct probability for selected (near) pairs: ``pos`` [K, 3], ``d_in`` [K, 3] or
+        None, ``idet`` [K] detector index per pair. Disks: :meth:`_near_disk`; rectangles:
+        exact solid angle x face-quadrature average of (phase x attenuation)."""
+        out = torch.empty(len(idet), device=pos.device, dtype=pos.dtype)
+        disk = self.is_disk[idet]
+        if disk.any():
+            out[disk] = self._near_disk(pos[disk], None if d_in is None else d_in[disk],
+                                        idet[disk], inv_length)
+        rect = ~disk
+        if rect.any():
+            out[rect] = self._near_rect(pos[rect], None if d_in is None else d_in[rect],
+                                        idet[rect], inv_length)
+        return out
+
+    def _near_disk(self, pos, d_in, idet, inv_length):
+        """Integrate eff x phase x exp(-r/L) over the disk's solid angle in polar angles
+        (alpha from the wall normal, phi in the wall plane) about the foot of the
+        perpendicular: dOmega = sin(alpha) dalpha dphi with alpha between the circle's
+        near and far crossings along phi. The integrand is smooth in these variables, so
+        Gauss-Legendre converges fast even for vertices touching the disk."""
+        n_phi, n_alpha = self.polar_nodes
+        u = pos.gather(1, self.u_axis[idet, None])[:, 0] - self.center_u[idet]
+        v = pos.gather(1, self.v_axis[idet, None])[:, 0] - self.center_v[idet]
+        h = (pos.gather(1, self.axis[idet, None])[:, 0] - self.plane[idet]).abs().clamp_min(1e-9)
+        rad = self.radius[idet]
+        # rays from the foot F = (u, v) towards the centre are at phi_c
+        fdist = torch.sqrt(u * u + v * v)
+        inside = fdist < rad
+        phi_c = torch.atan2(-v, -u)
+        half = torch.where(inside, torch.full_like(fdist, math.pi),
+                           torch.asin((rad / fdist.clamp_min(1e-30)).clamp(max=1.0)))
+        # outside the rim: phi = phi_c + half sin(pi s / 2), smoothing the sqrt behaviour
+        # at the tangent rays; inside: the two half-turns facing towards/away from the
+        # centre separately, since the far crossing has a near-kink at phi_c +- pi/2 when
+        # the foot approaches the rim.
+        xs, ws = self.gl_phi  # 2q nodes on [-1, 1]
+        arg = 0.5 * math.pi * xs
+        phi_out = phi_c[:, None] + half[:, None] * torch.sin(arg)[None, :]
+        dphi_out = (half[:, None] * (0.5 * math.pi) * torch.cos(arg)[None, :]) * ws[None, :]
+        xh, wh = self.gl_half  # q nodes on [-1, 1], used twice
+        offs = torch.cat([0.5 * math.pi * xh, math.pi + 0.5 * math.pi * xh])
+        phi_in = phi_c[:, None] + offs[None, :]
+        dphi_in = (0.5 * math.pi * torch.cat([wh, wh]))[None, :].expand_as(phi_in)
+        phi = torch.where(inside[:, None], phi_in, phi_out)
+        dphi = torch.where(inside[:, None], dphi_in, dphi_out)
+        # ray-circle crossings: rho^2 + 2 rho (F.e) + |F|^2 - R^2 = 0
+        fe = u[:, None] * torch.cos(phi) + v[:, None] * torch.sin(phi)
+        disc = (fe * fe - (fdist * fdist - rad * rad)[:, None]).clamp_min(0.0).sqrt()
+        rho_hi = -fe + disc
+        rho_lo = torch.where(inside[:, None], torch.zeros_like(fe), (-fe - disc).clamp_min(0.0))
+        a_lo = torch.atan2(rho_lo, h[:, None])
+        a_hi = torch.atan2(rho_hi, h[:, None])
+        xa, wa = self.gl_alpha
+        alpha = 0.5 * (a_hi + a_lo)[..., None] + 0.5 * (a_hi - a_lo)[..., None] * xa
+        dalpha = 0.5 * (a_hi - a_lo)[..., None] * wa  # [K, n_phi, n_alpha]
+        sin_a, cos_a = torch.sin(alpha), torch.cos(alpha)
+        weight = sin_a * dalpha * dphi[..., None]
+        f = torch.ones_like(alpha)
+        if inv_length > 0:
+            f = torch.exp(-(h[:, None, None] / cos_a.clamp_min(1e-9)) * inv_length)
+        if d_in is None:
+            f = f / FOUR_PI
+        else:
+            # direction in the global frame: sin(a)cos(phi) e_u + sin(a)sin(phi) e_v - cos(a) n_in
+            du = (d_in * self.e_u[idet]).sum(1)
+            dv = (d_in * self.e_v[idet]).sum(1)
+            dn = (d_in * self.n_in[idet]).sum(1)
+            mu = (sin_a * (du[:, None, None] * torch.cos(phi)[..., None]
+                           + dv[:, None, None] * torch.sin(phi)[..., None])
+                  - cos_a * dn[:, None, None])
+            f = f * RAYLEIGH_NORM * (1.0 + mu * mu)
+        return self.efficiency[idet] * (weight * f).sum((1, 2))
+
+    def _near_rect(self, pos, d_in, idet, inv_length):
+        u = pos.gather(1, self.u_axis[idet, None])[:, 0] - self.center_u[idet]
+        v = pos.gather(1, self.v_axis[idet, None])[:, 0] - self.center_v[idet]
+        h = (pos.gather(1, self.axis[idet, None])[:, 0] - self.plane[idet]).abs().clamp_min(1e-9)
+        omega = rectangle_solid_angle(u, v, h, self.half_u[idet], self.half_v[idet])
+        x = self.quad_points.view(self.n, self.n_quad, 3)[idet]  # [K, Q, 3]
+        rel = x - pos[:, None, :]
+        dist = rel.norm(dim=2).clamp_min(1e-9)
+        w = self.quad_weights[idet] * h[:, None] / dist**3
+        f = torch.exp(-dist * inv_length) if inv_length > 0 else torch.ones_like(dist)
+        if d_in is None:
+            f = f / FOUR_PI
+        else:
+            mu = (rel * d_in[:, None, :]).sum(2) / dist
+            f = f * RAYLEIGH_NORM * (1.0 + mu * mu)
+        return self.efficiency[idet] * omega * (w * f).sum(1) / w.sum(1)
+
+    def landing(self, hit: torch.Tensor, wall_axis: torch.Tensor, wall_side: torch.Tensor):
+        """Index of the photodetector containing each wall point (or -1): [M]."""
+        on_wall = (self.axis[None, :] == wall_axis[:, None]) & (self.side[None, :] == wall_side[:, None])
+        du = hit[:, self.u_axis] - self.center_u
+        dv = hit[:, self.v_axis] - self.center_v
+        inside_disk = du * du + dv * dv <= self.radius * self.radius
+        inside_rect = (du.abs() <= self.half_u) & (dv.abs() <= self.half_v)
+        inside = on_wall & torch.where(self.is_disk[None, :], inside_disk, inside_rect)
+        any_in = inside.any(1)
+        first = inside.to(torch.int8).argmax(1)
+        return torch.where(any_in, first, torch.full_like(first, -1))
+
+
+def disk_multipole(q: torch.Tensor, cos_t: torch.Tensor, terms: int = 12) -> torch.Tensor:
+    """Solid angle of a unit disk from distance 1/q (q < 1), polar angle acos(cos_t):
+    Omega = 2 pi sum_l c_l q^(2l+2) P_(2l+1)(cos_t), c_l = (-1)^l (2l+1)!! / (2^(l+1) (l+1)!)
+    (the exterior harmonic matching the on-axis value). Converges as q^(2 terms)."""
+    q2 = q * q
+    p_prev, p_cur = torch.ones_like(cos_t), cos_t
+    coeff, power, n = 0.5, q2, 1
+    total = coeff * power * p_cur
+    for ell in range(1, terms):
+        for _ in range(2):
+            p_prev, p_cur = p_cur, ((2 * n + 1) * cos_t * p_cur - n * p_prev) / (n + 1)
+            n += 1
+        coeff *= -(2 * ell + 1) / (2.0 * (ell + 1))
+        power = power * q2
+        total = total + coeff * power * p_cur
+    return 2.0 * math.pi * total
+
+
+def _face_quadrature(shape: str, half: tuple[float, float], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes (u, v) and area weights on a detector face: Gauss-Legendre (rectangle) or
+    Gauss-Legendre in r^2 times equal angles (disk, 2n angles)."""
+    x, w = np.polynomial.legendre.leggauss(n)
+    if shape == "rectangle":
+        hu, hv = half
+        uu, vv = np.meshgrid(x * hu, x * hv, indexing="ij")
+        ww = np.outer(w * hu, w * hv)
+        return np.stack([uu.ravel(), vv.ravel()], 1), ww.ravel()
+    radius = half[0]
+    r = radius * np.sqrt(0.5 * (x + 1.0))  # nodes uniform in area along r^2
+    wr = 0.5 * w * 0.5 * radius**2  # d(r^2)/2 weights: sum = R^2 / 2
+    phi = (np.arange(2 * n) + 0.5) * np.pi / n
+    rr, pp = np.meshgrid(r, phi, indexing="ij")
+    ww = np.repeat(wr, 2 * n) * (np.pi / n)
+    return np.stack([(rr * np.cos(pp)).ravel(), (rr * np.sin(pp)).ravel()], 1), ww
+
+
+def _isotropic(n: int, gen: torch.Generator, device, dtype) -> torch.Tensor:
+    cos_t = 2.0 * torch.rand(n, generator=gen, device=device, dtype=dtype) - 1.0
+    phi = 2.0 * math.pi * torch.rand(n, generator=gen, device=device, dtype=dtype)
+    sin_t = (1.0 - cos_t * cos_t).clamp_min(0.0).sqrt()
+    return torch.stack([sin_t * torch.cos(phi), sin_t * torch.sin(phi), cos_t], 1)
+
+
+def sample_rayleigh_cos(u: torch.Tensor) -> torch.Tensor:
+    """Inverse CDF of p(mu) = 3/8 (1 + mu^2) on [-1, 1] (Cardano's root of
+    mu^3 + 3 mu + 4 - 8u = 0)."""
+    q = 4.0 - 8.0 * u
+    s = torch.sqrt(0.25 * q * q + 1.0)
+    a, b = -0.5 * q + s, -0.5 * q - s
+    return torch.sign(a) * a.abs().pow(1.0 / 3.0) + torch.sign(b) * b.abs().pow(1.0 / 3.0)
+
+
+def rotate(d: torch.Tensor, cos_t: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Directions at polar angle acos(cos_t), azimuth phi about unit vectors ``d`` [M, 3]."""
+    # a unit vector orthogonal to d, robust for any d
+    helper = torch.zeros_like(d)
+    use_x = d[:, 0].abs() < 0.9
+    helper[use_x, 0] = 1.0
+    helper[~use_x, 1] = 1.0
+    e1 = torch.linalg.cross(d, helper)
+    e1 = e1 / e1.norm(dim=1, keepdim=True)
+    e2 = torch.linalg.cross(d, e1)
+    sin_t = (1.0 - cos_t * cos_t).clamp_min(0.0).sqrt()
+    return (
+        cos_t[:, None] * d
+        + (sin_t * torch.cos(phi))[:, None] * e1
+        + (sin_t * torch.sin(phi))[:, None] * e2
+    )
+
+
+def _lambertian(normal_axis: torch.Tensor, normal_sign: torch.Tensor, gen, device, dtype):
+    """Cosine-weighted directions into the volume about inward wall normals."""
+    m = len(normal_axis)
+    cos_t = torch.rand(m, generator=gen, device=device, dtype=dtype).sqrt()
+    phi = 2.0 * math.pi * torch.rand(m, generator=gen, device=device, dtype=dtype)
+    n = torch.zeros(m, 3, device=device, dtype=dtype)
+    n[torch.arange(m, device=device), normal_axis] = normal_sign
+    return rotate(n, cos_t, phi)
+
+
+def simulate(
+    voxel_origins: torch.Tensor,
+    voxel_size: torch.Tensor,
+    photons_per_voxel: int,
+    pdset: PhotodetectorSet,
+    optics: Optics,
+    *,
+    reflectivity: float = 0.0,
+    reflection: str = "specular",
+    method: str = "nee",
+    seed: int = 0,
+    batch_photons: int = 1 << 18,
+    max_steps: int = 100_000,
+) -> Tallies:
+    """Emit ``photons_per_voxel`` photons uniformly in each voxel and tally their fate.
+
+    ``voxel_origins`` [V, 3] are the low corners; ``voxel_size`` [3]. Photons are processed
+    voxel-major in batches of whole voxels (or of photon sub-ranges of one voxel), so the
+    per-voxel sums are plain reductions and the result is deterministic for a given seed.
+    """
+    if method not in ("nee", "analog"):
+        raise ValueError(f"method must be 'nee' or 'analog', got {method!r}")
+    device, dtype = voxel_origins.device, voxel_origins.dtype
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    n_vox, n_det = voxel_origins.shape[0], pdset.n
+    out = {k: torch.zeros(n_vox, n_det, dtype=torch.float64, device=device)
+           for k in ("score", "score_sq")}
+    for k in ("absorbed", "on_walls", "detected", "reached_detector", "scatters", "truncated"):
+        out[k] = torch.zeros(n_vox, dtype=torch.float64, device=device)
+    per_batch = max(1, min(photons_per_voxel, batch_photons))
+    vox_per_batch = max(1, batch_photons // photons_per_voxel) if per_batch == photons_per_voxel else 1
+    for v0 in range(0, n_vox, vox_per_batch):
+        v1 = min(n_vox, v0 + vox_per_batch)
+        for p0 in range(0, photons_per_voxel, per_batch):
+            m = min(per_batch, photons_per_voxel - p0)
+            res = _walk(
+                voxel_origins[v0:v1], voxel_size, m, pdset, optics,
+                reflectivity, reflection, method == "nee", gen, max_steps,
+            )
+            k = v1 - v0
+            out["score"][v0:v1] += res["score"].view(k, m, n_det).sum(1, dtype=torch.float64)
+            out["score_sq"][v0:v1] += (res["score"].double() ** 2).view(k, m, n_det).sum(1)
+            for key in ("absorbed", "on_walls", "detected", "reached_detector", "scatters",
+                        "truncated"):
+                out[key][v0:v1] += res[key].view(k, m).sum(1, dtype=torch.float64)
+    return Tallies(**{k: v.cpu().numpy() for k, v in out.items()})
+
+
+def _walk(origins, vsize, m, pdset, optics, reflectivity, reflection, nee, gen, max_steps):
+    """Track k*m photons (m per voxel, voxel-major) to the end; per-photon results."""
+    device, dtype = origins.device, origins.dtype
+    k = origins.shape[0]
+    n = k * m
+    inv_s, inv_a = optics.inverse_lengths
+    inv_t = inv_s + inv_a
+    p_abs = inv_a / inv_t if inv_t > 0 else 0.0
+    size = pdset.size
+    pos = origins.repeat_interleave(m, 0) + torch.rand(n, 3, generator=gen, device=device,
+                                                      dtype=dtype) * vsize
+    d = _isotropic(n, gen, device, dtype)
+    score = torch.zeros(n, pdset.n, device=device, dtype=dtype)
+    fate = {key: torch.zeros(n, device=device, dtype=dtype)
+            for key in ("absorbed", "on_walls", "detected", "reached_detector", "scatters",
+                        "truncated")}
+    idx = torch.arange(n, device=device)
+    # does the current flight start at an emission/scattering vertex (already NEE-scored)?
+    from_vertex = torch.ones(n, dtype=torch.bool, device=device)
+    if nee:
+        score += pdset.direct_probability(pos, None, inv_t)
+    big = torch.finfo(dtype).max
+    for _ in range(max_steps):
+        if idx.numel() == 0:
+            break
+        # distance to the box boundary along d
+        with torch.no_grad():
+            t_hi = torch.where(d > 0, (size - pos) / d, torch.full_like(d, big))
+            t_lo = torch.where(d < 0, -pos / d, torch.full_like(d, big))
+            t_ax = torch.minimum(t_hi, t_lo)
+            t_wall, wall_axis = t_ax.min(1)
+        if inv_t > 0:
+            u = torch.rand(idx.numel(), generator=gen, device=device, dtype=dtype)
+            s = -torch.log1p(-u) / inv_t
+            interact = s < t_wall
+        else:
+            interact = torch.zeros_like(t_wall, dtype=torch.bool)
+        alive = torch.ones_like(interact)
+
+        # --- interactions in the bulk
+        if interact.any():
+            ii = torch.nonzero(interact).flatten()
+            u2 = torch.rand(ii.numel(), generator=gen, device=device, dtype=dtype)
+            absorbed = u2 < p_abs
+            a_idx = ii[absorbed]
+            fate["absorbed"][idx[a_idx]] = 1.0
+            alive[a_idx] = False
+            sc = ii[~absorbed]
+            if sc.numel():
+                pos[sc] = pos[sc] + s[sc, None] * d[sc]
+                d_in = d[sc]
+                if nee:
+                    score[idx[sc]] += pdset.direct_probability(pos[sc], d_in, inv_t)
+                mu = sample_rayleigh_cos(
+                    torch.rand(sc.numel(), generator=gen, device=device, dtype=dtype))
+                phi = 2.0 * math.pi * torch.rand(sc.numel(), generator=gen, device=device,
+                                                 dtype=dtype)
+                d[sc] = rotate(d_in, mu, phi)
+                from_vertex[sc] = True
+                fate["scatters"][idx[sc]] += 1.0
+
+        # --- flights reaching a wall
+        wi = torch.nonzero(~interact).flatten()
+        if wi.numel():
+            ax = wall_axis[wi]
+            side = (d[wi, ax] > 0).long()
+            hit = pos[wi] + t_wall[wi, None] * d[wi]
+            hit[torch.arange(wi.numel(), device=device), ax] = size[ax] * side  # exactly on it
+            pd = pdset.landing(hit, ax, side)
+            on_pd = pd >= 0
+            pi = wi[on_pd]
+            if pi.numel():
+                eff = pdset.efficiency[pd[on_pd]]
+                gi = idx[pi]
+                fate["reached_detector"][gi] = 1.0
+                fate["detected"][gi] = eff
+                fate["on_walls"][gi] = 1.0 - eff
+                count = ~from_vertex[pi] if nee else torch.ones_like(on_pd[on_pd])
+                if count.any():
+                    score[gi[count], pd[on_pd][count]] += eff[count]
+                alive[pi] = False
+            bare = wi[~on_pd]
+            if bare.numel():
+                if reflectivity > 0:
+                    refl = torch.rand(bare.numel(), generator=gen, device=device,
+                                      dtype=dtype) < reflectivity
+                else:
+                    refl = torch.zeros(bare.numel(), dtype=torch.bool, device=device)
+                lost = bare[~refl]
+                fate["on_walls"][idx[lost]] = 1.0
+                alive[lost] = False
+                rb = bare[refl]
+                if rb.numel():
+                    rax = ax[~on_pd][refl]
+                    rside = side[~on_pd][refl]
+                    pos[rb] = hit[~on_pd][refl]
+                    if reflection == "specular":
+                        dd = d[rb]
+                        dd[torch.arange(rb.numel(), device=device), rax] *= -1.0
+                        d[rb] = dd
+                    else:
+                        sign = (1 - 2 * rside).to(dtype)
+                        d[rb] = _lambertian(rax, sign, gen, device, dtype)
+                    from_vertex[rb] = False
+        keep = torch.nonzero(alive).flatten()
+        idx, pos, d, from_vertex = idx[keep], pos[keep], d[keep], from_vertex[keep]
+    if idx.numel():
+        fate["truncated"][idx] = 1.0
+    return {"score": score, **fate}
