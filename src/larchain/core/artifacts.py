@@ -29,8 +29,18 @@ from typing import Any
 MANIFEST = "manifest.json"
 ID_LENGTH = 16
 RESULTS = Path("results")
-_PACKAGES = ("larchain", "torch", "numpy", "scipy", "dask", "distributed", "xarray", "h5py",
-             "h5netcdf", "snakemake")
+_PACKAGES = (
+    "larchain",
+    "torch",
+    "numpy",
+    "scipy",
+    "dask",
+    "distributed",
+    "xarray",
+    "h5py",
+    "h5netcdf",
+    "snakemake",
+)
 
 
 class ArtifactError(RuntimeError):
@@ -100,7 +110,9 @@ class ArtifactSpec:
     def from_dict(cls, d: Mapping[str, Any], root: str = str(RESULTS)) -> ArtifactSpec:
         spec = cls(d["stage"], dict(d["config"]), d["code_version"], dict(d["upstream"]), root)
         if "id" in d and d["id"] != spec.id:
-            raise ArtifactError(f"artifact spec id {d['id']} does not match its content ({spec.id})")
+            raise ArtifactError(
+                f"artifact spec id {d['id']} does not match its content ({spec.id})"
+            )
         return spec
 
 
@@ -156,8 +168,9 @@ def write_manifest(
     entries = {}
     for f in files:
         p = Path(f)
-        rel = p.relative_to(directory) if p.is_absolute() or str(p).startswith(str(directory)) \
-            else p
+        rel = (
+            p.relative_to(directory) if p.is_absolute() or str(p).startswith(str(directory)) else p
+        )
         full = directory / rel
         entries[str(rel)] = {"sha256": sha256_file(full), "bytes": full.stat().st_size}
     manifest = {
@@ -194,7 +207,9 @@ def verify(directory: str | Path) -> list[str]:
         return [str(exc)]
     problems = []
     if directory.name != manifest.get("id"):
-        problems.append(f"{directory}: directory name differs from manifest id {manifest.get('id')}")
+        problems.append(
+            f"{directory}: directory name differs from manifest id {manifest.get('id')}"
+        )
     for rel, info in manifest.get("files", {}).items():
         f = directory / rel
         if not f.exists():
@@ -226,7 +241,10 @@ def find_artifacts(root: str | Path = RESULTS) -> list[Path]:
     if not root.exists():
         return []
     return sorted(
-        d for stage in root.iterdir() if stage.is_dir() for d in stage.iterdir()
+        d
+        for stage in root.iterdir()
+        if stage.is_dir()
+        for d in stage.iterdir()
         if d.is_dir() and not d.name.startswith(".")
     )
 

@@ -260,7 +260,9 @@ class VoxelGrid:
         """Check the voxel size divides the volume along every axis (to 1e-6 relative)."""
         vs = [float(voxel_size)] * 3 if isinstance(voxel_size, int | float) else list(voxel_size)
         if len(vs) != 3 or any(not v > 0 for v in vs):
-            raise ConfigError(key, f"expected a positive voxel size (cm) or three, got {voxel_size}")
+            raise ConfigError(
+                key, f"expected a positive voxel size (cm) or three, got {voxel_size}"
+            )
         for ax, (s, v) in enumerate(zip(size, vs, strict=True)):
             n = s / v
             if abs(n - round(n)) > 1e-6 * max(1.0, n) or round(n) < 1:

@@ -83,9 +83,15 @@ def run_block(block: Block, *, config: Mapping[str, Any], device: str) -> dict[s
     origins = torch.stack([ix, iy, iz], -1).reshape(-1, 3).to(dtype) * vs
     optics = Optics(config["optics"]["rayleigh_length"], config["optics"]["absorption_length"])
     t = simulate(
-        origins, vs, int(lut["photons_per_voxel"]), pdset, optics,
-        reflectivity=det.wall_reflectivity, reflection=det.reflection,
-        method=lut["method"], seed=block.seed,
+        origins,
+        vs,
+        int(lut["photons_per_voxel"]),
+        pdset,
+        optics,
+        reflectivity=det.wall_reflectivity,
+        reflection=det.reflection,
+        method=lut["method"],
+        seed=block.seed,
         batch_photons=batch_photons(lut, det.n_photodetectors, dev),
     )
     return {k: getattr(t, k) for k in t.__dataclass_fields__}
@@ -104,8 +110,10 @@ def build_lut(
     shape, n_det = grid.shape, det.n_photodetectors
     score = np.zeros((*shape, n_det))
     score_sq = np.zeros((*shape, n_det))
-    fates = {k: np.zeros(shape) for k in
-             ("absorbed", "on_walls", "detected", "reached_detector", "scatters", "truncated")}
+    fates = {
+        k: np.zeros(shape)
+        for k in ("absorbed", "on_walls", "detected", "reached_detector", "scatters", "truncated")
+    }
 
     def collect(i: int, res: dict[str, np.ndarray]) -> None:
         b = blocks[i]
@@ -117,8 +125,15 @@ def build_lut(
             fates[k][sl] = res[k].reshape(bshape)
 
     with dask_client(dask_cfg, threads, gpu=device.type == "cuda") as client:
-        map_blocks(client, run_block, blocks, desc="lut blocks", on_result=collect,
-                   config=json.loads(json.dumps(config)), device=str(device))
+        map_blocks(
+            client,
+            run_block,
+            blocks,
+            desc="lut blocks",
+            on_result=collect,
+            config=json.loads(json.dumps(config)),
+            device=str(device),
+        )
     n = int(lut["photons_per_voxel"])
     vis = score / n
     var = np.clip(score_sq / n - vis**2, 0.0, None) * n / max(n - 1, 1)
@@ -135,21 +150,38 @@ def to_dataset(det, grid, vis, err, fates, config, device, seconds) -> xr.Datase
         "detector": ("detector", np.arange(det.n_photodetectors)),
         "detector_name": ("detector", np.array([p.name for p in det.photodetectors])),
         "detector_wall": ("detector", np.array([p.wall for p in det.photodetectors])),
-        "detector_center": (("detector", "xyz"),
-                            np.array([p.center for p in det.photodetectors]), {"units": "cm"}),
+        "detector_center": (
+            ("detector", "xyz"),
+            np.array([p.center for p in det.photodetectors]),
+            {"units": "cm"},
+        ),
     }
     dims4 = ("x", "y", "z", "detector")
     ds = xr.Dataset(
         {
-            "visibility": (dims4, vis.astype(np.float32), {
-                "long_name": "probability that a photon emitted in the voxel is detected",
-                "units": "1"}),
-            "visibility_error": (dims4, err.astype(np.float32), {
-                "long_name": "statistical standard error of visibility", "units": "1"}),
-            "absorbed_fraction": (("x", "y", "z"), (fates["absorbed"] / n).astype(np.float32),
-                                  {"long_name": "fraction of photons absorbed in the bulk"}),
-            "mean_scatterings": (("x", "y", "z"), (fates["scatters"] / n).astype(np.float32),
-                                 {"long_name": "mean Rayleigh scatterings per photon"}),
+            "visibility": (
+                dims4,
+                vis.astype(np.float32),
+                {
+                    "long_name": "probability that a photon emitted in the voxel is detected",
+                    "units": "1",
+                },
+            ),
+            "visibility_error": (
+                dims4,
+                err.astype(np.float32),
+                {"long_name": "statistical standard error of visibility", "units": "1"},
+            ),
+            "absorbed_fraction": (
+                ("x", "y", "z"),
+                (fates["absorbed"] / n).astype(np.float32),
+                {"long_name": "fraction of photons absorbed in the bulk"},
+            ),
+            "mean_scatterings": (
+                ("x", "y", "z"),
+                (fates["scatters"] / n).astype(np.float32),
+                {"long_name": "mean Rayleigh scatterings per photon"},
+            ),
         },
         coords=coords,
     )
@@ -181,9 +213,10 @@ def write_lut(ds: xr.Dataset, path: str | Path) -> None:
     """Write NetCDF4 (HDF5) atomically, compressed, chunked one detector at a time."""
     from larchain.core.artifacts import atomic_path
 
-    enc = {v: {"zlib": True, "complevel": 4,
-               "chunksizes": tuple(ds[v].shape[:3]) + (1,)} for v in
-           ("visibility", "visibility_error")}
+    enc = {
+        v: {"zlib": True, "complevel": 4, "chunksizes": tuple(ds[v].shape[:3]) + (1,)}
+        for v in ("visibility", "visibility_error")
+    }
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf", encoding=enc)
 

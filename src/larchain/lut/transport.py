@@ -167,8 +167,9 @@ class PhotodetectorSet:
         out, near = self._far(pos, d_in, inv_length)
         if near.any():
             iv, idet = torch.nonzero(near, as_tuple=True)
-            out[iv, idet] = self._near(pos[iv], None if d_in is None else d_in[iv], idet,
-                                       inv_length)
+            out[iv, idet] = self._near(
+                pos[iv], None if d_in is None else d_in[iv], idet, inv_length
+            )
         return out
 
     def _far(self, pos, d_in, inv_length):
@@ -227,12 +228,14 @@ class PhotodetectorSet:
         out = torch.empty(len(idet), device=pos.device, dtype=pos.dtype)
         disk = self.is_disk[idet]
         if disk.any():
-            out[disk] = self._near_disk(pos[disk], None if d_in is None else d_in[disk],
-                                        idet[disk], inv_length)
+            out[disk] = self._near_disk(
+                pos[disk], None if d_in is None else d_in[disk], idet[disk], inv_length
+            )
         rect = ~disk
         if rect.any():
-            out[rect] = self._near_rect(pos[rect], None if d_in is None else d_in[rect],
-                                        idet[rect], inv_length)
+            out[rect] = self._near_rect(
+                pos[rect], None if d_in is None else d_in[rect], idet[rect], inv_length
+            )
         return out
 
     def _near_disk(self, pos, d_in, idet, inv_length):
@@ -250,8 +253,11 @@ class PhotodetectorSet:
         fdist = torch.sqrt(u * u + v * v)
         inside = fdist < rad
         phi_c = torch.atan2(-v, -u)
-        half = torch.where(inside, torch.full_like(fdist, math.pi),
-                           torch.asin((rad / fdist.clamp_min(1e-30)).clamp(max=1.0)))
+        half = torch.where(
+            inside,
+            torch.full_like(fdist, math.pi),
+            torch.asin((rad / fdist.clamp_min(1e-30)).clamp(max=1.0)),
+        )
         # outside the rim: phi = phi_c + half sin(pi s / 2), smoothing the sqrt behaviour
         # at the tangent rays; inside: the two half-turns facing towards/away from the
         # centre separately, since the far crossing has a near-kink at phi_c +- pi/2 when
@@ -288,32 +294,76 @@ class PhotodetectorSet:
             du = (d_in * self.e_u[idet]).sum(1)
             dv = (d_in * self.e_v[idet]).sum(1)
             dn = (d_in * self.n_in[idet]).sum(1)
-            mu = (sin_a * (du[:, None, None] * torch.cos(phi)[..., None]
-                           + dv[:, None, None] * torch.sin(phi)[..., None])
-                  - cos_a * dn[:, None, None])
+            mu = (
+                sin_a
+                * (
+                    du[:, None, None] * torch.cos(phi)[..., None]
+                    + dv[:, None, None] * torch.sin(phi)[..., None]
+                )
+                - cos_a * dn[:, None, None]
+            )
             f = f * RAYLEIGH_NORM * (1.0 + mu * mu)
         return self.efficiency[idet] * (weight * f).sum((1, 2))
 
     def _near_rect(self, pos, d_in, idet, inv_length):
+        """Rectangles: polar angles about the foot of the perpendicular over the face's
+        azimuth range, split at the four corner directions so that the entry and exit
+        edges (slab test) are fixed, and the integrand smooth, on each piece."""
         u = pos.gather(1, self.u_axis[idet, None])[:, 0] - self.center_u[idet]
         v = pos.gather(1, self.v_axis[idet, None])[:, 0] - self.center_v[idet]
         h = (pos.gather(1, self.axis[idet, None])[:, 0] - self.plane[idet]).abs().clamp_min(1e-9)
-        omega = rectangle_solid_angle(u, v, h, self.half_u[idet], self.half_v[idet])
-        x = self.quad_points.view(self.n, self.n_quad, 3)[idet]  # [K, Q, 3]
-        rel = x - pos[:, None, :]
-        dist = rel.norm(dim=2).clamp_min(1e-9)
-        w = self.quad_weights[idet] * h[:, None] / dist**3
-        f = torch.exp(-dist * inv_length) if inv_length > 0 else torch.ones_like(dist)
+        a, b = self.half_u[idet], self.half_v[idet]
+        cu = torch.stack([a, -a, -a, a], 1) - u[:, None]  # corners relative to the foot
+        cv = torch.stack([b, b, -b, -b], 1) - v[:, None]
+        phi_c = torch.atan2(-v, -u)  # towards the centre
+        rel = torch.remainder(torch.atan2(cv, cu) - phi_c[:, None] + math.pi, 2 * math.pi)
+        rel = torch.sort(rel - math.pi, dim=1).values  # corner azimuths, (-pi, pi]
+        # pieces between consecutive corners, closing the circle (rays that miss the face,
+        # as in the last piece when the foot is outside, get an empty range)
+        nxt = torch.cat([rel[:, 1:], rel[:, :1] + 2 * math.pi], 1)
+        xp, wp = self.gl_phi  # 2q azimuth nodes per piece: pieces can span almost pi
+        phi = (
+            phi_c[:, None, None] + 0.5 * (nxt + rel)[..., None] + 0.5 * (nxt - rel)[..., None] * xp
+        )
+        dphi = 0.5 * (nxt - rel)[..., None] * wp  # [K, 4, 2q]
+        cos_p, sin_p = torch.cos(phi), torch.sin(phi)
+        big = torch.finfo(pos.dtype).max / 4
+
+        def slab(o, half, c):  # entry/exit distance along one axis
+            safe = torch.where(c.abs() > 1e-12, c, torch.full_like(c, 1e-12))
+            t1, t2 = (-half - o) / safe, (half - o) / safe
+            return torch.minimum(t1, t2).clamp(-big, big), torch.maximum(t1, t2).clamp(-big, big)
+
+        lo_u, hi_u = slab(u[:, None, None], a[:, None, None], cos_p)
+        lo_v, hi_v = slab(v[:, None, None], b[:, None, None], sin_p)
+        rho_lo = torch.maximum(lo_u, lo_v).clamp_min(0.0)
+        rho_hi = torch.minimum(hi_u, hi_v).clamp_min(0.0)
+        rho_hi = torch.maximum(rho_hi, rho_lo)
+        hh = h[:, None, None]
+        a_lo, a_hi = torch.atan2(rho_lo, hh), torch.atan2(rho_hi, hh)
+        xa, wa = self.gl_alpha
+        alpha = 0.5 * (a_hi + a_lo)[..., None] + 0.5 * (a_hi - a_lo)[..., None] * xa
+        dalpha = 0.5 * (a_hi - a_lo)[..., None] * wa  # [K, 4, q, q]
+        sin_a, cos_a = torch.sin(alpha), torch.cos(alpha)
+        weight = sin_a * dalpha * dphi[..., None]
+        f = torch.ones_like(alpha)
+        if inv_length > 0:
+            f = torch.exp(-(hh[..., None] / cos_a.clamp_min(1e-9)) * inv_length)
         if d_in is None:
             f = f / FOUR_PI
         else:
-            mu = (rel * d_in[:, None, :]).sum(2) / dist
+            du = (d_in * self.e_u[idet]).sum(1)[:, None, None, None]
+            dv = (d_in * self.e_v[idet]).sum(1)[:, None, None, None]
+            dn = (d_in * self.n_in[idet]).sum(1)[:, None, None, None]
+            mu = sin_a * (du * cos_p[..., None] + dv * sin_p[..., None]) - cos_a * dn
             f = f * RAYLEIGH_NORM * (1.0 + mu * mu)
-        return self.efficiency[idet] * omega * (w * f).sum(1) / w.sum(1)
+        return self.efficiency[idet] * (weight * f).sum((1, 2, 3))
 
     def landing(self, hit: torch.Tensor, wall_axis: torch.Tensor, wall_side: torch.Tensor):
         """Index of the photodetector containing each wall point (or -1): [M]."""
-        on_wall = (self.axis[None, :] == wall_axis[:, None]) & (self.side[None, :] == wall_side[:, None])
+        on_wall = (self.axis[None, :] == wall_axis[:, None]) & (
+            self.side[None, :] == wall_side[:, None]
+        )
         du = hit[:, self.u_axis] - self.center_u
         dv = hit[:, self.v_axis] - self.center_v
         inside_disk = du * du + dv * dv <= self.radius * self.radius
@@ -342,7 +392,9 @@ def disk_multipole(q: torch.Tensor, cos_t: torch.Tensor, terms: int = 12) -> tor
     return 2.0 * math.pi * total
 
 
-def _face_quadrature(shape: str, half: tuple[float, float], n: int) -> tuple[np.ndarray, np.ndarray]:
+def _face_quadrature(
+    shape: str, half: tuple[float, float], n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Nodes (u, v) and area weights on a detector face: Gauss-Legendre (rectangle) or
     Gauss-Legendre in r^2 times equal angles (disk, 2n angles)."""
     x, w = np.polynomial.legendre.leggauss(n)
@@ -426,29 +478,47 @@ def simulate(
     """
     if method not in ("nee", "analog"):
         raise ValueError(f"method must be 'nee' or 'analog', got {method!r}")
-    device, dtype = voxel_origins.device, voxel_origins.dtype
+    device = voxel_origins.device
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     n_vox, n_det = voxel_origins.shape[0], pdset.n
-    out = {k: torch.zeros(n_vox, n_det, dtype=torch.float64, device=device)
-           for k in ("score", "score_sq")}
+    out = {
+        k: torch.zeros(n_vox, n_det, dtype=torch.float64, device=device)
+        for k in ("score", "score_sq")
+    }
     for k in ("absorbed", "on_walls", "detected", "reached_detector", "scatters", "truncated"):
         out[k] = torch.zeros(n_vox, dtype=torch.float64, device=device)
     per_batch = max(1, min(photons_per_voxel, batch_photons))
-    vox_per_batch = max(1, batch_photons // photons_per_voxel) if per_batch == photons_per_voxel else 1
+    vox_per_batch = (
+        max(1, batch_photons // photons_per_voxel) if per_batch == photons_per_voxel else 1
+    )
     for v0 in range(0, n_vox, vox_per_batch):
         v1 = min(n_vox, v0 + vox_per_batch)
         for p0 in range(0, photons_per_voxel, per_batch):
             m = min(per_batch, photons_per_voxel - p0)
             res = _walk(
-                voxel_origins[v0:v1], voxel_size, m, pdset, optics,
-                reflectivity, reflection, method == "nee", gen, max_steps,
+                voxel_origins[v0:v1],
+                voxel_size,
+                m,
+                pdset,
+                optics,
+                reflectivity,
+                reflection,
+                method == "nee",
+                gen,
+                max_steps,
             )
             k = v1 - v0
             out["score"][v0:v1] += res["score"].view(k, m, n_det).sum(1, dtype=torch.float64)
             out["score_sq"][v0:v1] += (res["score"].double() ** 2).view(k, m, n_det).sum(1)
-            for key in ("absorbed", "on_walls", "detected", "reached_detector", "scatters",
-                        "truncated"):
+            for key in (
+                "absorbed",
+                "on_walls",
+                "detected",
+                "reached_detector",
+                "scatters",
+                "truncated",
+            ):
                 out[key][v0:v1] += res[key].view(k, m).sum(1, dtype=torch.float64)
     return Tallies(**{k: v.cpu().numpy() for k, v in out.items()})
 
@@ -462,13 +532,16 @@ def _walk(origins, vsize, m, pdset, optics, reflectivity, reflection, nee, gen, 
     inv_t = inv_s + inv_a
     p_abs = inv_a / inv_t if inv_t > 0 else 0.0
     size = pdset.size
-    pos = origins.repeat_interleave(m, 0) + torch.rand(n, 3, generator=gen, device=device,
-                                                      dtype=dtype) * vsize
+    pos = (
+        origins.repeat_interleave(m, 0)
+        + torch.rand(n, 3, generator=gen, device=device, dtype=dtype) * vsize
+    )
     d = _isotropic(n, gen, device, dtype)
     score = torch.zeros(n, pdset.n, device=device, dtype=dtype)
-    fate = {key: torch.zeros(n, device=device, dtype=dtype)
-            for key in ("absorbed", "on_walls", "detected", "reached_detector", "scatters",
-                        "truncated")}
+    fate = {
+        key: torch.zeros(n, device=device, dtype=dtype)
+        for key in ("absorbed", "on_walls", "detected", "reached_detector", "scatters", "truncated")
+    }
     idx = torch.arange(n, device=device)
     # does the current flight start at an emission/scattering vertex (already NEE-scored)?
     from_vertex = torch.ones(n, dtype=torch.bool, device=device)
@@ -507,9 +580,13 @@ def _walk(origins, vsize, m, pdset, optics, reflectivity, reflection, nee, gen, 
                 if nee:
                     score[idx[sc]] += pdset.direct_probability(pos[sc], d_in, inv_t)
                 mu = sample_rayleigh_cos(
-                    torch.rand(sc.numel(), generator=gen, device=device, dtype=dtype))
-                phi = 2.0 * math.pi * torch.rand(sc.numel(), generator=gen, device=device,
-                                                 dtype=dtype)
+                    torch.rand(sc.numel(), generator=gen, device=device, dtype=dtype)
+                )
+                phi = (
+                    2.0
+                    * math.pi
+                    * torch.rand(sc.numel(), generator=gen, device=device, dtype=dtype)
+                )
                 d[sc] = rotate(d_in, mu, phi)
                 from_vertex[sc] = True
                 fate["scatters"][idx[sc]] += 1.0
@@ -537,8 +614,10 @@ def _walk(origins, vsize, m, pdset, optics, reflectivity, reflection, nee, gen, 
             bare = wi[~on_pd]
             if bare.numel():
                 if reflectivity > 0:
-                    refl = torch.rand(bare.numel(), generator=gen, device=device,
-                                      dtype=dtype) < reflectivity
+                    refl = (
+                        torch.rand(bare.numel(), generator=gen, device=device, dtype=dtype)
+                        < reflectivity
+                    )
                 else:
                     refl = torch.zeros(bare.numel(), dtype=torch.bool, device=device)
                 lost = bare[~refl]

@@ -1,0 +1,27 @@
+# larchain: LArTPC physics inference as one DAG. Read this file as the table of contents.
+#
+#   lut    photon visibility look-up table (optical Monte Carlo)   workflow/rules/lut.smk
+#
+# Every stage writes results/<stage>/<id>/ where <id> hashes the config keys it reads,
+# its upstream ids and its code version (see src/larchain/core/artifacts.py).
+
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/lut.smk"
+
+
+rule all:
+    input:
+        LUT_OUTPUTS,
+    default_target: True
