@@ -22,6 +22,6 @@ include: "workflow/rules/lut.smk"
 
 
 rule all:
+    default_target: True
     input:
         LUT_OUTPUTS,
-    default_target: True

@@ -1,6 +1,6 @@
 # Shared helpers: cross-key config checks and artifact ids for every stage.
 
-from larchain.core.artifacts import ArtifactSpec, select
+from larchain.core.artifacts import ArtifactSpec, canonical, select
 from larchain.core.config import check_config
 import larchain.lut
 

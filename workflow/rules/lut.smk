@@ -11,19 +11,21 @@ rule lut_build:
     output:
         lut=f"{LUT.path}/lut.nc",
         manifest=f"{LUT.path}/manifest.json",
-    params:
-        artifact=LUT.to_dict(),
-        device=config["lut"]["device"],
-        dask=config.get("dask", {}),
+    log:
+        f"logs/lut/{LUT.id}/lut_build.log",
+    benchmark:
+        f"logs/lut/{LUT.id}/lut_build.benchmark.tsv"
+    conda:
+        "../../envs/larchain.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
         gpu=0,
-    log:
-        f"logs/lut/{LUT.id}/lut_build.log",
-    benchmark:
-        f"logs/lut/{LUT.id}/lut_build.benchmark.tsv"
+    params:
+        # only what the LUT *is*; where it runs (lut.device, dask) is read from the
+        # config by the script, so changing it triggers no re-run
+        artifact=LUT.to_dict(),
     script:
         "../scripts/lut_build.py"
 
@@ -37,9 +39,11 @@ rule lut_figure:
             caption="../report/lut_slice.rst",
             category="1. Photon library",
         ),
-    params:
-        figure=config["lut"]["figure"],
     log:
         f"logs/lut/{LUT.id}/lut_figure.log",
+    conda:
+        "../../envs/larchain.yaml"
+    params:
+        figure=canonical(config["lut"]["figure"]),
     script:
         "../scripts/lut_figure.py"

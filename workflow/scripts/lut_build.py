@@ -1,9 +1,9 @@
 """Snakemake job: build the LUT artifact (lut.nc + manifest.json)."""
 
-import contextlib
 import time
 
 from larchain.core.artifacts import ArtifactSpec, write_manifest
+from larchain.core.jobs import run_job
 from larchain.lut.build import build_lut, write_lut
 
 
@@ -11,8 +11,8 @@ def main(smk) -> None:  # noqa: ANN001
     t0 = time.perf_counter()
     spec = ArtifactSpec.from_dict(smk.params.artifact)
     config = dict(spec.config)
-    config["lut"] = {**config["lut"], "device": smk.params.device}
-    ds = build_lut(config, threads=smk.threads, dask_cfg=smk.params.dask)
+    config["lut"] = {**config["lut"], "device": smk.config["lut"]["device"]}
+    ds = build_lut(config, threads=smk.threads, dask_cfg=smk.config.get("dask"))
     write_lut(ds, smk.output.lut)
     write_manifest(
         spec,
@@ -24,5 +24,4 @@ def main(smk) -> None:  # noqa: ANN001
 
 
 if __name__ == "__main__":  # Dask spawns worker processes that re-import this file
-    with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log):
-        main(snakemake)
+    run_job(main, snakemake)

@@ -52,6 +52,12 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
 
 
+def canonical(obj: Any) -> Any:
+    """A plain-type deep copy with dict keys sorted, so that equal configs have equal
+    ``repr`` (Snakemake compares params by their representation)."""
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
 def select(config: Mapping[str, Any], keys: Sequence[str], exclude: Sequence[str] = ()) -> dict:
     """The config subset a stage reads: top-level sections (or dotted keys) minus exclusions."""
     out: dict[str, Any] = {}
@@ -63,14 +69,14 @@ def select(config: Mapping[str, Any], keys: Sequence[str], exclude: Sequence[str
         dst = out
         for p in parts[:-1]:
             dst = dst.setdefault(p, {})
-        dst[parts[-1]] = json.loads(json.dumps(node))  # deep copy, plain types only
+        dst[parts[-1]] = canonical(node)
     for key in exclude:
         parts = key.split(".")
         dst = out
         for p in parts[:-1]:
             dst = dst.get(p, {})
         dst.pop(parts[-1], None)
-    return out
+    return canonical(out)
 
 
 @dataclass(frozen=True)
@@ -98,13 +104,15 @@ class ArtifactSpec:
         return f"{self.root}/{self.stage}/{self.id}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage,
-            "id": self.id,
-            "config": self.config,
-            "code_version": self.code_version,
-            "upstream": dict(self.upstream),
-        }
+        return canonical(
+            {
+                "stage": self.stage,
+                "id": self.id,
+                "config": self.config,
+                "code_version": self.code_version,
+                "upstream": dict(self.upstream),
+            }
+        )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], root: str = str(RESULTS)) -> ArtifactSpec:

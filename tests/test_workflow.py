@@ -1,0 +1,137 @@
+"""The DAG end to end on the tiny test config: artifacts, partial re-runs, determinism,
+refusal of damaged artifacts, and the quality gates (lint, format)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from larchain.cli import main as cli
+
+from .conftest import BIN, REPO, load_yaml, snakemake, write_yaml
+
+pytestmark = pytest.mark.slow
+
+
+def jobs_planned(workdir, configfile) -> dict[str, int]:
+    """Job counts per rule from a dry run (empty: nothing to do)."""
+    out = snakemake(workdir, "-n", configfile=configfile).stdout
+    counts: dict[str, int] = {}
+    if "Nothing to be done" in out:
+        return counts
+    table = out.split("Job stats:")[1].split("total")[0]
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One real run of the workflow on config/test.yaml (2 cores, 2 Dask workers)."""
+    wd = tmp_path_factory.mktemp("wf")
+    cfg = write_yaml(wd / "test.yaml", load_yaml(REPO / "config" / "test.yaml"))
+    snakemake(wd, "--cores", "2", configfile=cfg)
+    (art,) = list((wd / "results" / "lut").iterdir())
+    return wd, cfg, art
+
+
+def test_run_produces_a_verified_lut_artifact(run):
+    wd, _, art = run
+    assert (art / "figures" / "visibility_slice.png").stat().st_size > 10_000
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["stage"] == "lut" and manifest["id"] == art.name
+    assert manifest["seed"] == 7 and "lut.nc" in manifest["files"]
+    assert cli(["artifacts", "verify", "--all", "--root", str(wd / "results")]) == 0
+    with xr.open_dataset(art / "lut.nc", engine="h5netcdf") as ds:
+        assert ds["visibility"].dims == ("x", "y", "z", "detector")
+        assert ds.sizes == {"x": 2, "y": 2, "z": 4, "detector": 2, "xyz": 3}
+        assert ds["x"].attrs["units"] == "cm"
+        assert list(ds["x"].values) == [5.0, 15.0]
+        vis, err = ds["visibility"].values, ds["visibility_error"].values
+        assert np.all(vis > 0) and np.all(vis < 1) and np.all(err > 0) and np.all(err < vis)
+        assert ds.attrs["photons_per_voxel"] == 200 and ds.attrs["method"] == "nee"
+        assert json.loads(ds.attrs["geometry"])["photodetectors"][0]["name"] == "pmt_a"
+
+
+def test_rerun_and_partial_reruns(run, tmp_path):
+    wd, cfg, art = run
+    assert jobs_planned(wd, cfg) == {}
+    base = load_yaml(cfg)
+    # a figure option: the LUT id is unchanged, only the figure is redone
+    fig = copy.deepcopy(base)
+    fig["lut"]["figure"] = {"detector": 1, "axis": "y"}
+    assert jobs_planned(wd, write_yaml(tmp_path / "fig.yaml", fig)) == {"lut_figure": 1, "all": 1}
+    # where the LUT runs is not part of what it is
+    dev = copy.deepcopy(base)
+    dev["lut"]["device"] = "auto"
+    dev["dask"] = {"scheduler_address": None}
+    assert jobs_planned(wd, write_yaml(tmp_path / "dev.yaml", dev)) == {}
+    # a physics change makes a new artifact; reverting finds the old one again
+    phys = copy.deepcopy(base)
+    phys["optics"]["rayleigh_length"] = 60.0
+    planned = jobs_planned(wd, write_yaml(tmp_path / "phys.yaml", phys))
+    assert planned == {"lut_build": 1, "lut_figure": 1, "all": 1}
+    assert jobs_planned(wd, write_yaml(tmp_path / "revert.yaml", base)) == {}
+
+
+def test_same_config_same_bytes_with_one_or_two_workers(run, tmp_path):
+    _, cfg, art = run
+    snakemake(tmp_path, "--cores", "1", configfile=cfg)
+    other = tmp_path / "results" / "lut" / art.name
+    assert sha256(other / "lut.nc") == sha256(art / "lut.nc")
+
+
+def test_truncated_lut_is_detected_and_refused_downstream(run, tmp_path):
+    wd, cfg, art = run
+    copy_wd = tmp_path / "wd"
+    shutil.copytree(wd, copy_wd, ignore=shutil.ignore_patterns(".snakemake"))
+    snakemake(copy_wd, "--cores", "1", "--touch", configfile=cfg)
+    lut = copy_wd / "results" / "lut" / art.name / "lut.nc"
+    lut.write_bytes(lut.read_bytes()[:1000])
+    assert cli(["artifacts", "verify", "--all", "--root", str(copy_wd / "results")]) == 1
+    (copy_wd / "results" / "lut" / art.name / "figures" / "visibility_slice.png").unlink()
+    proc = snakemake(copy_wd, "--cores", "1", configfile=cfg, check=False)
+    assert proc.returncode != 0
+    log = (copy_wd / "logs" / "lut" / art.name / "lut_figure.log").read_text()
+    assert "refusing upstream artifact" in log and "manifest says" in log
+
+
+def test_snakemake_lint_is_clean():
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_snakefmt_is_clean():
+    proc = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_is_clean():
+    proc = subprocess.run(
+        [str(BIN / "ruff"), "check", "src", "tests", "benchmarks", "workflow/scripts"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
