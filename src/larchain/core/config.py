@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, message: str, source: str | None = None) -> None:
         self.key = key
+        self.detail = message
         self.source = source
         where = f" in {source}" if source else ""
         super().__init__(f"invalid config key '{key}'{where}: {message}")
@@ -74,9 +75,19 @@ def check_config(config: Mapping[str, Any]) -> None:
 
     det = Detector.from_config(config["detector"])
     VoxelGrid.from_config(det.size, config["lut"]["voxel_size"], "lut.voxel_size")
-    block = config["lut"]["block_voxels"]
-    if isinstance(block, list) and len(block) != 3:
-        raise ConfigError("lut.block_voxels", f"expected one integer or three, got {block}")
+    sched_file = (config.get("dask") or {}).get("scheduler_file")
+    if sched_file and not Path(sched_file).exists():
+        raise ConfigError(
+            "dask.scheduler_file", f"file {sched_file!r} does not exist (expected the JSON "
+            "written by `dask scheduler --scheduler-file`)"
+        )
+    fig = (config["lut"].get("figure") or {}).get("detector", 0)
+    if fig >= det.n_photodetectors:
+        raise ConfigError(
+            "lut.figure.detector",
+            f"photodetector index {fig} out of range: the detector has "
+            f"{det.n_photodetectors} photodetectors (indices from 0)",
+        )
 
 
 def load_config(path: str | Path, schema_path: Path | None = None) -> dict[str, Any]:
@@ -95,6 +106,5 @@ def load_config(path: str | Path, schema_path: Path | None = None) -> dict[str, 
     try:
         check_config(config)
     except ConfigError as exc:
-        exc.source = str(path)
-        raise
+        raise ConfigError(exc.key, exc.detail, str(path)) from None
     return config
