@@ -133,3 +133,10 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole"
+
+
+def test_integral_floats_and_key_order_do_not_change_the_id(config):
+    as_ints = copy.deepcopy(config)
+    as_ints["detector"]["size"] = [int(s) for s in config["detector"]["size"]]
+    reordered = {k: config[k] for k in reversed(list(config))}
+    assert lut_id(as_ints) == lut_id(config) == lut_id(reordered)

@@ -363,7 +363,7 @@ def _direct_probability_numeric(pd, pos, d_in, length):
     return pd.efficiency * val
 
 
-@pytest.mark.parametrize("quadrature,tol_max,tol_mean", [(4, 2e-2, 3e-3), (8, 2e-3, 3e-4)])
+@pytest.mark.parametrize("quadrature,tol_max,tol_mean", [(4, 2e-2, 3e-3), (8, 4e-3, 5e-4)])
 def test_next_event_kernel_against_numerical_integration(quadrature, tol_max, tol_mean):
     """The NEE direct-hit probability (near: polar quadrature / exact solid angle; far:
     second-order expansion) against brute-force integration, from touching distance to
@@ -406,4 +406,4 @@ def test_next_event_kernel_against_numerical_integration(quadrature, tol_max, to
     errs = np.array(errs)
     assert errs.max() < tol_max, errs
     assert errs.mean() < tol_mean, errs
-    assert max(far_errs) < 2e-3, far_errs
+    assert max(far_errs) < 4e-3, far_errs

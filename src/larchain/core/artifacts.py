@@ -53,9 +53,20 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def canonical(obj: Any) -> Any:
-    """A plain-type deep copy with dict keys sorted, so that equal configs have equal
-    ``repr`` (Snakemake compares params by their representation)."""
-    return json.loads(json.dumps(obj, sort_keys=True))
+    """A plain-type deep copy with dict keys sorted and integral floats written as ints, so
+    that equal configs (``60`` or ``60.0`` cm) have equal ids and equal ``repr`` (Snakemake
+    compares params by their representation)."""
+
+    def norm(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {str(k): norm(v) for k, v in sorted(x.items())}
+        if isinstance(x, list | tuple):
+            return [norm(v) for v in x]
+        if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
+            return int(x)
+        return x
+
+    return norm(json.loads(json.dumps(obj)))
 
 
 def select(config: Mapping[str, Any], keys: Sequence[str], exclude: Sequence[str] = ()) -> dict:
