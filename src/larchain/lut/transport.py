@@ -188,7 +188,8 @@ class PhotodetectorSet:
         <exp(-|X|/L)> = exp(-r/L) (1 - lam <t>/2 + (7/2 lam + lam^2/2) <s^2>), lam = r/L,
         <mu^2> = mu_c^2 + <a^2> - 10 mu_c <a s> + 10 mu_c^2 <s^2> - mu_c^2 <t>,
         plus the cross term -2 lam mu_c (<a s> - mu_c <s^2>). Neglected terms are
-        O((size / r)^4): below 2e-3 (disks) to 4e-3 (3:1 rectangles) relative beyond FAR_FACTOR sizes (tested).
+        O((size / r)^4): below 2e-3 (disks) to 4e-3 (3:1 rectangles) relative beyond
+        FAR_FACTOR sizes (tested against brute-force integration).
         """
         dx = self.center[:, 0] - pos[:, 0:1]
         dy = self.center[:, 1] - pos[:, 1:2]
