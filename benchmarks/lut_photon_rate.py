@@ -79,8 +79,10 @@ def geant4_rate(photons: int) -> dict | None:
             text=True,
         )
         if proc.returncode != 0:
-            print(f"Geant4 baseline unavailable (exit {proc.returncode}): "
-                  f"{proc.stderr.strip()[-300:]}")
+            print(
+                f"Geant4 baseline unavailable (exit {proc.returncode}): "
+                f"{proc.stderr.strip()[-300:]}"
+            )
             return None
         return json.loads(out.read_text())
 
@@ -144,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p10 = float(np.percentile(ratio, 10))
     bright = (mean_a * n_a >= 100) & ok
     # cross-check of the formula on bright entries, where the analog variance is measured
-    formula_check = float(np.median(var_a_measured[bright] / var_a[bright])) if bright.any() \
-        else math.nan
+    formula_check = (
+        float(np.median(var_a_measured[bright] / var_a[bright])) if bright.any() else math.nan
+    )
     rel_a = np.sqrt(var_a[ok] / n_a) / mean_n[ok]
     eff_rate = rate_n * med
     res = {
@@ -167,30 +170,44 @@ def main(argv: list[str] | None = None) -> int:
         "analog_median_rel_error": float(np.median(rel_a)) if ok.any() else math.nan,
         "nee_photon_equivalents_per_s": eff_rate,
     }
-    print(f"device {res['device']}, {args.threads} thread(s), geometry {args.geometry} "
-          f"({det.n_photodetectors} photodetectors), {n_vox} voxels")
+    print(
+        f"device {res['device']}, {args.threads} thread(s), geometry {args.geometry} "
+        f"({det.n_photodetectors} photodetectors), {n_vox} voxels"
+    )
     print(f"  analog : {rate_a:12.4g} photons/s")
-    print(f"  NEE    : {rate_n:12.4g} photons/s; per-photon variance ratio analog/NEE: "
-          f"median {med:.1f}, 10th percentile {p10:.1f} over {int(ok.sum())} entries "
-          f"(analog variance measured/formula on bright entries: {formula_check:.3f})")
+    print(
+        f"  NEE    : {rate_n:12.4g} photons/s; per-photon variance ratio analog/NEE: "
+        f"median {med:.1f}, 10th percentile {p10:.1f} over {int(ok.sum())} entries "
+        f"(analog variance measured/formula on bright entries: {formula_check:.3f})"
+    )
     print(f"  NEE    : {eff_rate:12.4g} photon-equivalents/s")
     if args.geometry == "icarus":
         n_total = 74 * 77 * 394
         gpu_hours = n_total * 1e6 / eff_rate / 3600
         res["icarus_hours_at_1e6_equivalents_per_voxel"] = gpu_hours
-        print(f"  ICARUS table ({n_total} voxels x 180 PMTs) at 1e6 photon-equivalents per "
-              f"voxel: {gpu_hours:.3g} {'GPU' if gpu else 'core'}-hours (projected)")
+        print(
+            f"  ICARUS table ({n_total} voxels x 180 PMTs) at 1e6 photon-equivalents per "
+            f"voxel: {gpu_hours:.3g} {'GPU' if gpu else 'core'}-hours (projected)"
+        )
     if not args.no_geant4:
         g4 = geant4_rate(args.geant4_photons)
         if g4:
             g4_rate = g4["photons_per_second_excl_generator"]
-            res["geant4"] = {k: g4[k] for k in ("geant4_version", "photons_per_second",
-                                                  "photons_per_second_excl_generator")
-                             if k in g4}
+            res["geant4"] = {
+                k: g4[k]
+                for k in (
+                    "geant4_version",
+                    "photons_per_second",
+                    "photons_per_second_excl_generator",
+                )
+                if k in g4
+            }
             res["ratio_analog_vs_geant4"] = rate_a / g4_rate
             res["ratio_nee_equivalents_vs_geant4"] = eff_rate / g4_rate
-            print(f"  Geant4 : {g4_rate:12.4g} photons/s (tracking only, 1 thread, no scoring; "
-                  f"{g4.get('geant4_version', '?')})")
+            print(
+                f"  Geant4 : {g4_rate:12.4g} photons/s (tracking only, 1 thread, no scoring; "
+                f"{g4.get('geant4_version', '?')})"
+            )
             print(f"  ratio analog / Geant4              : {rate_a / g4_rate:8.2f}x")
             print(f"  ratio NEE equivalents / Geant4     : {eff_rate / g4_rate:8.2f}x")
     if args.json:

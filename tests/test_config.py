@@ -41,32 +41,48 @@ CORPUS = [
     ("missing-section", _delete(("detector",)), "detector"),
     ("missing-size", _delete(("detector", "size")), "size"),
     ("two-sizes", _set(("detector", "size"), [20.0, 20.0]), "size"),
-    ("pd-off-wall", _set(("detector", "photodetectors", 0, "center", 0), 3.0),
-     "detector.photodetectors[0].center"),
-    ("pd-too-big-for-wall", _set(("detector", "photodetectors", 0, "radius"), 30.0),
-     "detector.photodetectors[0]"),
+    (
+        "pd-off-wall",
+        _set(("detector", "photodetectors", 0, "center", 0), 3.0),
+        "detector.photodetectors[0].center",
+    ),
+    (
+        "pd-too-big-for-wall",
+        _set(("detector", "photodetectors", 0, "radius"), 30.0),
+        "detector.photodetectors[0]",
+    ),
     ("bad-wall-name", _set(("detector", "photodetectors", 0, "wall"), "x"), "wall"),
     ("bad-shape", _set(("detector", "photodetectors", 0, "shape"), "hexagon"), "shape"),
-    ("efficiency-above-one", _set(("detector", "photodetectors", 0, "efficiency"), 1.5),
-     "efficiency"),
+    (
+        "efficiency-above-one",
+        _set(("detector", "photodetectors", 0, "efficiency"), 1.5),
+        "efficiency",
+    ),
     ("disk-without-radius", _delete(("detector", "photodetectors", 0, "radius")), "radius"),
     ("no-photodetectors", _set(("detector", "photodetectors"), []), "photodetectors"),
-    ("duplicate-names", _set(("detector", "photodetectors", 1, "name"), "pmt_a"),
-     "photodetectors"),
+    ("duplicate-names", _set(("detector", "photodetectors", 1, "name"), "pmt_a"), "photodetectors"),
     ("voxel-not-dividing", _set(("lut", "voxel_size"), 7.0), "voxel_size"),
     ("negative-voxel", _set(("lut", "voxel_size"), -1.0), "voxel_size"),
     ("unknown-method", _set(("lut", "method"), "magic"), "method"),
     ("zero-block", _set(("lut", "block_voxels"), 0), "block_voxels"),
     ("unknown-device", _set(("lut", "device"), "tpu"), "device"),
-    ("reflectivity-above-one", _set(("detector", "wall_reflectivity"), 2.0),
-     "wall_reflectivity"),
+    ("reflectivity-above-one", _set(("detector", "wall_reflectivity"), 2.0), "wall_reflectivity"),
     ("negative-seed", _set(("lut", "seed"), -1), "seed"),
-    ("figure-detector-out-of-range", _set(("lut", "figure"), {"detector": 9}),
-     "lut.figure.detector"),
-    ("missing-scheduler-file", _set(("dask",), {"scheduler_file": "/nonexistent/s.json"}),
-     "dask.scheduler_file"),
-    ("scheduler-address-wrong-type", _set(("dask",), {"scheduler_address": 8786}),
-     "scheduler_address"),
+    (
+        "figure-detector-out-of-range",
+        _set(("lut", "figure"), {"detector": 9}),
+        "lut.figure.detector",
+    ),
+    (
+        "missing-scheduler-file",
+        _set(("dask",), {"scheduler_file": "/nonexistent/s.json"}),
+        "dask.scheduler_file",
+    ),
+    (
+        "scheduler-address-wrong-type",
+        _set(("dask",), {"scheduler_address": 8786}),
+        "scheduler_address",
+    ),
 ]
 
 
@@ -118,8 +134,11 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_defaults_are_filled(tmp_path):
-    minimal = {"detector": load_yaml(REPO / "config" / "test.yaml")["detector"], "optics": {},
-               "lut": {"voxel_size": 10.0}}
+    minimal = {
+        "detector": load_yaml(REPO / "config" / "test.yaml")["detector"],
+        "optics": {},
+        "lut": {"voxel_size": 10.0},
+    }
     c = load_config(write_yaml(tmp_path / "min.yaml", minimal))
     assert c["optics"]["rayleigh_length"] == 99.9
     assert c["lut"]["method"] == "nee" and c["lut"]["device"] == "auto"

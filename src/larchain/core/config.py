@@ -78,8 +78,9 @@ def check_config(config: Mapping[str, Any]) -> None:
     sched_file = (config.get("dask") or {}).get("scheduler_file")
     if sched_file and not Path(sched_file).exists():
         raise ConfigError(
-            "dask.scheduler_file", f"file {sched_file!r} does not exist (expected the JSON "
-            "written by `dask scheduler --scheduler-file`)"
+            "dask.scheduler_file",
+            f"file {sched_file!r} does not exist (expected the JSON "
+            "written by `dask scheduler --scheduler-file`)",
         )
     fig = (config["lut"].get("figure") or {}).get("detector", 0)
     if fig >= det.n_photodetectors:
