@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from larchain.core.config import load_config
 from larchain.core.geometry import Detector, VoxelGrid
 from larchain.lut.transport import Optics, PhotodetectorSet, simulate
 
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, default=1e-4, help="visibility threshold")
     p.add_argument("--no-geant4", action="store_true")
     p.add_argument("--geant4-photons", type=int, default=200_000)
+    p.add_argument("--compile", action="store_true", help="torch.compile the NEE kernels")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
@@ -110,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         voxel = 5.0
         optics = Optics(99.9, 2000.0)
     else:
-        cfg = load_config(REPO / "config" / "icarus.yaml")
+        # plain YAML (the preset is complete): no schema validation needed here, so the
+        # benchmark also runs where jsonschema is not installed (GPU machines)
+        cfg = yaml.safe_load((REPO / "config" / "icarus.yaml").read_text())
         det = Detector.from_config(cfg["detector"])
         voxel = cfg["lut"]["voxel_size"]
         optics = Optics(cfg["optics"]["rayleigh_length"], cfg["optics"]["absorption_length"])
@@ -118,17 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     n_vox = args.voxels or (2048 if gpu else 16)
     n_a = args.analog_photons or (20_000 if gpu else 20_000)
     n_n = args.nee_photons or (2_000 if gpu else 2_000)
-    batch = args.batch or ((1 << 24) if gpu else (1 << 16))
+    # photons at once: per-photon scores are [batch, D] and NEE temporaries ~20x that
+    batch = args.batch or (min(1 << 24, (1 << 28) // det.n_photodetectors) if gpu else 1 << 16)
     rng = np.random.default_rng(0)
     idx = np.stack([rng.integers(0, s, n_vox) for s in grid.shape], 1)
     dtype = torch.float32
     vsize = torch.tensor(grid.voxel_size, dtype=dtype, device=device)
     origins = torch.tensor(idx, dtype=dtype, device=device) * vsize
-    pdset = PhotodetectorSet(det, device, dtype, quadrature=4)
+    pdset = PhotodetectorSet(det, device, dtype, quadrature=4, compile=args.compile)
 
     # warm-up (allocator, kernels), then timed runs
     timed_simulate(origins[:4], vsize, 500, pdset, optics, "analog", 0, batch)
     timed_simulate(origins[:4], vsize, 200, pdset, optics, "nee", 0, batch)
+    if args.compile:  # compile for the shapes of the timed run too (dynamic, once)
+        timed_simulate(origins[:64], vsize, 200, pdset, optics, "nee", 0, batch)
     ta, sa = timed_simulate(origins, vsize, n_a, pdset, optics, "analog", 1, batch)
     tn, sn = timed_simulate(origins, vsize, n_n, pdset, optics, "nee", 2, batch)
     rate_a = n_vox * n_a / sa
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device) + (f" ({torch.cuda.get_device_name()})" if gpu else ""),
         "torch": torch.__version__,
         "threads": args.threads,
+        "compile": args.compile,
         "geometry": args.geometry,
         "photodetectors": det.n_photodetectors,
         "voxels_sampled": n_vox,

@@ -76,7 +76,9 @@ def run_block(block: Block, *, config: Mapping[str, Any], device: str) -> dict[s
     lut = config["lut"]
     grid = VoxelGrid.from_config(det.size, lut["voxel_size"], "lut.voxel_size")
     dtype = torch.float32
-    pdset = PhotodetectorSet(det, dev, dtype, quadrature=int(lut["nee_quadrature"]))
+    pdset = PhotodetectorSet(
+        det, dev, dtype, quadrature=int(lut["nee_quadrature"]), compile=bool(lut.get("compile"))
+    )
     axes = [torch.arange(block.lo[a], block.hi[a], device=dev) for a in range(3)]
     ix, iy, iz = torch.meshgrid(*axes, indexing="ij")
     vs = torch.tensor(grid.voxel_size, device=dev, dtype=dtype)

@@ -74,7 +74,12 @@ class PhotodetectorSet:
     """Photodetector geometry as tensors, with the quadrature used by next-event estimation."""
 
     def __init__(
-        self, detector: Detector, device: torch.device, dtype: torch.dtype, quadrature: int = 3
+        self,
+        detector: Detector,
+        device: torch.device,
+        dtype: torch.dtype,
+        quadrature: int = 4,
+        compile: bool = False,
     ) -> None:
         pds = detector.photodetectors
         self.n = len(pds)
@@ -136,6 +141,32 @@ class PhotodetectorSet:
         self.gl_phi = (t(gp[0]), t(gp[1]))
         self.gl_alpha = (t(ga[0]), t(ga[1]))
         self.gl_half = self.gl_alpha
+        if compile:
+            # fuse the elementwise chains of the NEE kernels (memory-bound on GPU); the
+            # fused kernels round differently, so lut.compile is part of the artifact id
+            self._far = torch.compile(self._far, dynamic=True)
+            self._near_disk = torch.compile(self._near_disk, dynamic=True)
+            self._near_rect = torch.compile(self._near_rect, dynamic=True)
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile every variant the walk will meet (isotropic or Rayleigh vertex; one or
+        many points) now, rather than inside the first timed or production batch."""
+        g = torch.Generator(device=self.device).manual_seed(0)
+        for m in (1, 2, 7):
+            pos = torch.rand(m, 3, generator=g, device=self.device, dtype=self.dtype)
+            pos = pos * self.size
+            d = torch.nn.functional.normalize(
+                torch.randn(m, 3, generator=g, device=self.device, dtype=self.dtype), dim=1
+            )
+            idet = torch.arange(m, device=self.device) % self.n
+            for d_in in (None, d):
+                for inv in (0.0, 0.01):
+                    self._far(pos, d_in, inv)
+                    if len(self.disk_idx):
+                        self._near_disk(pos, d_in, self.disk_idx[idet % len(self.disk_idx)], inv)
+                    if len(self.rect_idx):
+                        self._near_rect(pos, d_in, self.rect_idx[idet % len(self.rect_idx)], inv)
 
     def local(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(u, v, h) of points [M, 3] in every detector's frame: [M, D] each."""
