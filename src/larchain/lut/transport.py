@@ -492,6 +492,17 @@ def _lambertian(normal_axis: torch.Tensor, normal_sign: torch.Tensor, gen, devic
     return rotate(n, cos_t, phi)
 
 
+_FATES = ("absorbed", "on_walls", "detected", "reached_detector", "scatters", "truncated")
+
+
+def fixed_point_scale(photons_per_voxel: int) -> float:
+    """Per-voxel sums are int64 in units of 1/scale: exact and order-independent, so results
+    are deterministic even with GPU atomics. The scale leaves room for per-photon values up
+    to 2^5 (a photon's score is at most the number of its vertices x 1/2) summed over all
+    photons of a voxel: 2^-48 for 1000 photons per voxel, 2^-38 for a million."""
+    return float(2 ** (58 - max(1, math.ceil(math.log2(photons_per_voxel)))))
+
+
 def simulate(
     voxel_origins: torch.Tensor,
     voxel_size: torch.Tensor,
@@ -508,113 +519,104 @@ def simulate(
 ) -> Tallies:
     """Emit ``photons_per_voxel`` photons uniformly in each voxel and tally their fate.
 
-    ``voxel_origins`` [V, 3] are the low corners; ``voxel_size`` [3]. Photons are processed
-    voxel-major in batches of whole voxels (or of photon sub-ranges of one voxel), so the
-    per-voxel sums are plain reductions and the result is deterministic for a given seed.
+    ``voxel_origins`` [V, 3] are the low corners; ``voxel_size`` [3]. Photons stream through
+    a pool of at most ``batch_photons``: whenever fewer than half are alive, new photons (in
+    voxel-major order) are launched, so the few photons that scatter many times never leave
+    the device working on tiny arrays. A photon's totals are added to its voxel's sums when
+    it ends. The result depends only on the seed, ``batch_photons`` and the device.
     """
     if method not in ("nee", "analog"):
         raise ValueError(f"method must be 'nee' or 'analog', got {method!r}")
-    device = voxel_origins.device
+    nee = method == "nee"
+    device, dtype = voxel_origins.device, voxel_origins.dtype
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     n_vox, n_det = voxel_origins.shape[0], pdset.n
-    out = {
-        k: torch.zeros(n_vox, n_det, dtype=torch.float64, device=device)
-        for k in ("score", "score_sq")
-    }
-    for k in ("absorbed", "on_walls", "detected", "reached_detector", "scatters", "truncated"):
-        out[k] = torch.zeros(n_vox, dtype=torch.float64, device=device)
-    per_batch = max(1, min(photons_per_voxel, batch_photons))
-    vox_per_batch = (
-        max(1, batch_photons // photons_per_voxel) if per_batch == photons_per_voxel else 1
-    )
-    for v0 in range(0, n_vox, vox_per_batch):
-        v1 = min(n_vox, v0 + vox_per_batch)
-        for p0 in range(0, photons_per_voxel, per_batch):
-            m = min(per_batch, photons_per_voxel - p0)
-            res = _walk(
-                voxel_origins[v0:v1],
-                voxel_size,
-                m,
-                pdset,
-                optics,
-                reflectivity,
-                reflection,
-                method == "nee",
-                gen,
-                max_steps,
-            )
-            k = v1 - v0
-            out["score"][v0:v1] += res["score"].view(k, m, n_det).sum(1, dtype=torch.float64)
-            out["score_sq"][v0:v1] += (res["score"].double() ** 2).view(k, m, n_det).sum(1)
-            for key in (
-                "absorbed",
-                "on_walls",
-                "detected",
-                "reached_detector",
-                "scatters",
-                "truncated",
-            ):
-                out[key][v0:v1] += res[key].view(k, m).sum(1, dtype=torch.float64)
-    return Tallies(**{k: v.cpu().numpy() for k, v in out.items()})
+    total = n_vox * photons_per_voxel
+    scale = fixed_point_scale(photons_per_voxel)
 
+    def _fixed(x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x.double() * scale).long()
 
-def _walk(origins, vsize, m, pdset, optics, reflectivity, reflection, nee, gen, max_steps):
-    """Track k*m photons (m per voxel, voxel-major) to the end; per-photon results."""
-    device, dtype = origins.device, origins.dtype
-    k = origins.shape[0]
-    n = k * m
+    acc_score = torch.zeros(n_vox * n_det, dtype=torch.long, device=device)
+    acc_sq = torch.zeros(n_vox * n_det, dtype=torch.long, device=device)
+    acc_fate = torch.zeros(n_vox * len(_FATES), dtype=torch.long, device=device)
     inv_s, inv_a = optics.inverse_lengths
     inv_t = inv_s + inv_a
     p_abs = inv_a / inv_t if inv_t > 0 else 0.0
     size = pdset.size
-    pos = (
-        origins.repeat_interleave(m, 0)
-        + torch.rand(n, 3, generator=gen, device=device, dtype=dtype) * vsize
-    )
-    d = _isotropic(n, gen, device, dtype)
-    score = torch.zeros(n, pdset.n, device=device, dtype=dtype)
-    fate = {
-        key: torch.zeros(n, device=device, dtype=dtype)
-        for key in ("absorbed", "on_walls", "detected", "reached_detector", "scatters", "truncated")
-    }
-    idx = torch.arange(n, device=device)
-    # does the current flight start at an emission/scattering vertex (already NEE-scored)?
-    from_vertex = torch.ones(n, dtype=torch.bool, device=device)
-    if nee:
-        score += pdset.direct_probability(pos, None, inv_t)
+    det_ids = torch.arange(n_det, device=device)
+    fate_ids = torch.arange(len(_FATES), device=device)
     big = torch.finfo(dtype).max
-    for _ in range(max_steps):
-        if idx.numel() == 0:
+
+    # the pool: per-photon state of the photons in flight
+    pos = torch.empty(0, 3, device=device, dtype=dtype)
+    d = torch.empty(0, 3, device=device, dtype=dtype)
+    vox = torch.empty(0, dtype=torch.long, device=device)
+    age = torch.empty(0, dtype=torch.long, device=device)
+    from_vertex = torch.empty(0, dtype=torch.bool, device=device)
+    scat = torch.empty(0, device=device, dtype=dtype)
+    score = torch.empty(0, n_det, device=device, dtype=dtype)  # NEE only
+    launched = 0
+    pool = max(1, int(batch_photons))
+
+    def flush_fates(v: torch.Tensor, fates: torch.Tensor) -> None:
+        """Add per-photon fates [K, F] of ended photons to their voxels' sums."""
+        idx = (v[:, None] * len(_FATES) + fate_ids).flatten()
+        acc_fate.index_add_(0, idx, _fixed(fates).flatten())
+
+    def flush_scores(v: torch.Tensor, sc: torch.Tensor) -> None:
+        idx = (v[:, None] * n_det + det_ids).flatten()
+        acc_score.index_add_(0, idx, _fixed(sc).flatten())
+        acc_sq.index_add_(0, idx, _fixed(sc * sc).flatten())
+
+    while True:
+        if launched < total and pos.shape[0] < pool // 2 + 1:
+            k = min(pool - pos.shape[0], total - launched)
+            v_new = torch.arange(launched, launched + k, device=device) // photons_per_voxel
+            p_new = voxel_origins[v_new] + voxel_size * torch.rand(
+                k, 3, generator=gen, device=device, dtype=dtype
+            )
+            d_new = _isotropic(k, gen, device, dtype)
+            pos, d = torch.cat([pos, p_new]), torch.cat([d, d_new])
+            vox = torch.cat([vox, v_new])
+            age = torch.cat([age, torch.zeros(k, dtype=torch.long, device=device)])
+            from_vertex = torch.cat([from_vertex, torch.ones(k, dtype=torch.bool, device=device)])
+            scat = torch.cat([scat, torch.zeros(k, device=device, dtype=dtype)])
+            if nee:
+                s_new = pdset.direct_probability(p_new, None, inv_t)
+                score = torch.cat([score, s_new])
+            launched += k
+        m = pos.shape[0]
+        if m == 0:
             break
-        # distance to the box boundary along d
-        with torch.no_grad():
-            t_hi = torch.where(d > 0, (size - pos) / d, torch.full_like(d, big))
-            t_lo = torch.where(d < 0, -pos / d, torch.full_like(d, big))
-            t_ax = torch.minimum(t_hi, t_lo)
-            t_wall, wall_axis = t_ax.min(1)
+        ended = torch.zeros(m, dtype=torch.bool, device=device)
+        fates = torch.zeros(m, len(_FATES), device=device, dtype=dtype)
+
+        t_hi = torch.where(d > 0, (size - pos) / d, torch.full_like(d, big))
+        t_lo = torch.where(d < 0, -pos / d, torch.full_like(d, big))
+        t_wall, wall_axis = torch.minimum(t_hi, t_lo).min(1)
         if inv_t > 0:
-            u = torch.rand(idx.numel(), generator=gen, device=device, dtype=dtype)
+            u = torch.rand(m, generator=gen, device=device, dtype=dtype)
             s = -torch.log1p(-u) / inv_t
             interact = s < t_wall
         else:
-            interact = torch.zeros_like(t_wall, dtype=torch.bool)
-        alive = torch.ones_like(interact)
+            s = t_wall
+            interact = torch.zeros(m, dtype=torch.bool, device=device)
 
         # --- interactions in the bulk
-        if interact.any():
-            ii = torch.nonzero(interact).flatten()
-            u2 = torch.rand(ii.numel(), generator=gen, device=device, dtype=dtype)
-            absorbed = u2 < p_abs
+        ii = torch.nonzero(interact).flatten()
+        if ii.numel():
+            absorbed = torch.rand(ii.numel(), generator=gen, device=device, dtype=dtype) < p_abs
             a_idx = ii[absorbed]
-            fate["absorbed"][idx[a_idx]] = 1.0
-            alive[a_idx] = False
+            ended[a_idx] = True
+            fates[a_idx, 0] = 1.0
             sc = ii[~absorbed]
             if sc.numel():
                 pos[sc] = pos[sc] + s[sc, None] * d[sc]
                 d_in = d[sc]
                 if nee:
-                    score[idx[sc]] += pdset.direct_probability(pos[sc], d_in, inv_t)
+                    score[sc] += pdset.direct_probability(pos[sc], d_in, inv_t)
                 mu = sample_rayleigh_cos(
                     torch.rand(sc.numel(), generator=gen, device=device, dtype=dtype)
                 )
@@ -625,7 +627,7 @@ def _walk(origins, vsize, m, pdset, optics, reflectivity, reflection, nee, gen, 
                 )
                 d[sc] = rotate(d_in, mu, phi)
                 from_vertex[sc] = True
-                fate["scatters"][idx[sc]] += 1.0
+                scat[sc] += 1.0
 
         # --- flights reaching a wall
         wi = torch.nonzero(~interact).flatten()
@@ -633,20 +635,26 @@ def _walk(origins, vsize, m, pdset, optics, reflectivity, reflection, nee, gen, 
             ax = wall_axis[wi]
             side = (d[wi, ax] > 0).long()
             hit = pos[wi] + t_wall[wi, None] * d[wi]
-            hit[torch.arange(wi.numel(), device=device), ax] = size[ax] * side  # exactly on it
+            hit[torch.arange(wi.numel(), device=device), ax] = size[ax] * side
             pd = pdset.landing(hit, ax, side)
             on_pd = pd >= 0
             pi = wi[on_pd]
             if pi.numel():
-                eff = pdset.efficiency[pd[on_pd]]
-                gi = idx[pi]
-                fate["reached_detector"][gi] = 1.0
-                fate["detected"][gi] = eff
-                fate["on_walls"][gi] = 1.0 - eff
-                count = ~from_vertex[pi] if nee else torch.ones_like(on_pd[on_pd])
+                pdi = pd[on_pd]
+                eff = pdset.efficiency[pdi]
+                ended[pi] = True
+                fates[pi, 1] = 1.0 - eff
+                fates[pi, 2] = eff
+                fates[pi, 3] = 1.0
+                count = ~from_vertex[pi] if nee else torch.ones_like(pdi, dtype=torch.bool)
                 if count.any():
-                    score[gi[count], pd[on_pd][count]] += eff[count]
-                alive[pi] = False
+                    if nee:
+                        score[pi[count], pdi[count]] += eff[count]
+                    else:  # analog: the photon's whole score is this hit
+                        one_hot = torch.zeros(int(count.sum()), n_det, device=device, dtype=dtype)
+                        rows = torch.arange(one_hot.shape[0], device=device)
+                        one_hot[rows, pdi[count]] = eff[count]
+                        flush_scores(vox[pi[count]], one_hot)
             bare = wi[~on_pd]
             if bare.numel():
                 if reflectivity > 0:
@@ -657,8 +665,8 @@ def _walk(origins, vsize, m, pdset, optics, reflectivity, reflection, nee, gen, 
                 else:
                     refl = torch.zeros(bare.numel(), dtype=torch.bool, device=device)
                 lost = bare[~refl]
-                fate["on_walls"][idx[lost]] = 1.0
-                alive[lost] = False
+                ended[lost] = True
+                fates[lost, 1] = 1.0
                 rb = bare[refl]
                 if rb.numel():
                     rax = ax[~on_pd][refl]
@@ -672,8 +680,29 @@ def _walk(origins, vsize, m, pdset, optics, reflectivity, reflection, nee, gen, 
                         sign = (1 - 2 * rside).to(dtype)
                         d[rb] = _lambertian(rax, sign, gen, device, dtype)
                     from_vertex[rb] = False
-        keep = torch.nonzero(alive).flatten()
-        idx, pos, d, from_vertex = idx[keep], pos[keep], d[keep], from_vertex[keep]
-    if idx.numel():
-        fate["truncated"][idx] = 1.0
-    return {"score": score, **fate}
+
+        age += 1
+        too_old = (age >= max_steps) & ~ended
+        if too_old.any():
+            ended |= too_old
+            fates[too_old, 5] = 1.0
+        done = torch.nonzero(ended).flatten()
+        if done.numel():
+            fates[done, 4] = scat[done]
+            flush_fates(vox[done], fates[done])
+            if nee:
+                flush_scores(vox[done], score[done])
+            keep = torch.nonzero(~ended).flatten()
+            pos, d, vox, age = pos[keep], d[keep], vox[keep], age[keep]
+            from_vertex, scat = from_vertex[keep], scat[keep]
+            if nee:
+                score = score[keep]
+
+    out = {
+        "score": acc_score.view(n_vox, n_det).double() / scale,
+        "score_sq": acc_sq.view(n_vox, n_det).double() / scale,
+    }
+    fate_sums = acc_fate.view(n_vox, len(_FATES)).double() / scale
+    for i, k in enumerate(_FATES):
+        out[k] = fate_sums[:, i]
+    return Tallies(**{k: v.cpu().numpy() for k, v in out.items()})
