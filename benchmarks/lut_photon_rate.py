@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "threads": args.threads,
         "compile": args.compile,
+        "mean_scatterings_per_photon": float(ta.scatters.sum() / (n_vox * n_a)),
         "geometry": args.geometry,
         "photodetectors": det.n_photodetectors,
         "voxels_sampled": n_vox,
@@ -181,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         f"device {res['device']}, {args.threads} thread(s), geometry {args.geometry} "
         f"({det.n_photodetectors} photodetectors), {n_vox} voxels"
     )
-    print(f"  analog : {rate_a:12.4g} photons/s")
+    print(
+        f"  analog : {rate_a:12.4g} photons/s; "
+        f"{res['mean_scatterings_per_photon']:.2f} scatterings per photon"
+    )
     print(
         f"  NEE    : {rate_n:12.4g} photons/s; per-photon variance ratio analog/NEE: "
         f"median {med:.1f}, 10th percentile {p10:.1f} over {int(ok.sum())} entries "
