@@ -1,6 +1,7 @@
 # larchain: LArTPC physics inference as one DAG. Read this file as the table of contents.
 #
-#   lut    photon visibility look-up table (optical Monte Carlo)   workflow/rules/lut.smk
+#   lut     photon visibility look-up table (optical Monte Carlo)  workflow/rules/lut.smk
+#   siren   neural surrogate of the LUT, and its evaluation        workflow/rules/siren.smk
 #
 # Every stage writes results/<stage>/<id>/ where <id> hashes the config keys it reads,
 # its upstream ids and its code version (see src/larchain/core/artifacts.py).
@@ -19,9 +20,11 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/lut.smk"
+include: "workflow/rules/siren.smk"
 
 
 rule all:
     default_target: True
     input:
         LUT_OUTPUTS,
+        rules.siren_eval.output,

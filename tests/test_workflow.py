@@ -48,6 +48,11 @@ def run(tmp_path_factory):
     return wd, cfg, art
 
 
+def only(wd, stage):
+    (d,) = list((wd / "results" / stage).iterdir())
+    return d
+
+
 def test_run_produces_a_verified_lut_artifact(run):
     wd, _, art = run
     assert (art / "figures" / "visibility_slice.png").stat().st_size > 10_000
@@ -79,19 +84,56 @@ def test_rerun_and_partial_reruns(run, tmp_path):
     dev["lut"]["device"] = "auto"
     dev["dask"] = {"scheduler_address": None}
     assert jobs_planned(wd, write_yaml(tmp_path / "dev.yaml", dev)) == {}
-    # a physics change makes a new artifact; reverting finds the old one again
+    # a physics change makes a new LUT, and so a new SIREN and evaluation downstream;
+    # reverting finds the old artifacts again
     phys = copy.deepcopy(base)
     phys["optics"]["rayleigh_length"] = 60.0
     planned = jobs_planned(wd, write_yaml(tmp_path / "phys.yaml", phys))
-    assert planned == {"lut_build": 1, "lut_figure": 1, "all": 1}
+    assert planned == {"lut_build": 1, "lut_figure": 1, "siren_train": 1, "siren_eval": 1,
+                       "all": 1}
     assert jobs_planned(wd, write_yaml(tmp_path / "revert.yaml", base)) == {}
+    # a SIREN hyper-parameter leaves the LUT untouched: only SIREN and what depends on it
+    hyper = copy.deepcopy(base)
+    hyper["siren"]["hidden_features"] = 12
+    planned = jobs_planned(wd, write_yaml(tmp_path / "hyper.yaml", hyper))
+    assert planned == {"siren_train": 1, "siren_eval": 1, "all": 1}
+    # an evaluation option re-runs only the evaluation
+    ev = copy.deepcopy(base)
+    ev["siren_eval"]["threshold"] = 2e-6
+    assert jobs_planned(wd, write_yaml(tmp_path / "ev.yaml", ev)) == {"siren_eval": 1, "all": 1}
+    # where SIREN trains is not part of what it is
+    sdev = copy.deepcopy(base)
+    sdev["siren"]["device"] = "auto"
+    assert jobs_planned(wd, write_yaml(tmp_path / "sdev.yaml", sdev)) == {}
+
+
+def test_siren_artifacts_chain_to_the_lut(run):
+    wd, _, lut = run
+    siren, ev = only(wd, "siren"), only(wd, "siren_eval")
+    m_siren = json.loads((siren / "manifest.json").read_text())
+    m_eval = json.loads((ev / "manifest.json").read_text())
+    assert m_siren["upstream"] == {"lut": lut.name}
+    assert m_eval["upstream"] == {"lut": lut.name, "siren": siren.name}
+    assert set(m_siren["files"]) == {"model.safetensors", "model.json", "metrics.csv"}
+    assert m_siren["extra"]["parameters"] > 0
+    assert json.loads((siren / "model.json").read_text())["hidden_features"] == 8
+    metrics = json.loads((ev / "metrics.json").read_text())
+    for key in ("bias_mean", "bias_median", "bias_p90", "bias_p99", "compression",
+                "throughput_points_x_detectors_per_s", "table_noise_floor_mean"):
+        assert key in metrics
+    for fig in ("comparison.png", "bias.png", "training.png"):
+        assert (ev / "figures" / fig).stat().st_size > 10_000
+    assert cli(["artifacts", "verify", "--all", "--root", str(wd / "results")]) == 0
 
 
 def test_same_config_same_bytes_with_one_or_two_workers(run, tmp_path):
-    _, cfg, art = run
+    wd, cfg, art = run
     snakemake(tmp_path, "--cores", "1", configfile=cfg)
     other = tmp_path / "results" / "lut" / art.name
     assert sha256(other / "lut.nc") == sha256(art / "lut.nc")
+    siren = only(wd, "siren")
+    again = tmp_path / "results" / "siren" / siren.name
+    assert sha256(again / "model.safetensors") == sha256(siren / "model.safetensors")
 
 
 def test_truncated_lut_is_detected_and_refused_downstream(run, tmp_path):

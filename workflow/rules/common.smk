@@ -3,18 +3,31 @@
 from larchain.core.artifacts import ArtifactSpec, canonical, select
 from larchain.core.config import check_config
 import larchain.lut
+import larchain.siren
 
 check_config(config)
 
 
-def artifact(stage, module, upstream=None):
-    """The artifact a stage produces for the current config (id = hash of its inputs)."""
+def artifact(stage, keys, exclude, code_version, upstream=None):
+    """The artifact a stage produces for the current config: its id hashes the config keys
+    it reads, its code version and its upstream artifacts' ids."""
     return ArtifactSpec(
         stage=stage,
-        config=select(config, module.CONFIG_KEYS, module.EXCLUDE_KEYS),
-        code_version=module.CODE_VERSION,
+        config=select(config, keys, exclude),
+        code_version=code_version,
         upstream={k: v.id for k, v in (upstream or {}).items()},
     )
 
 
-LUT = artifact("lut", larchain.lut)
+lut, siren = larchain.lut, larchain.siren
+LUT = artifact("lut", lut.CONFIG_KEYS, lut.EXCLUDE_KEYS, lut.CODE_VERSION)
+SIREN = artifact(
+    "siren", siren.CONFIG_KEYS, siren.EXCLUDE_KEYS, siren.CODE_VERSION, {"lut": LUT}
+)
+SIREN_EVAL = artifact(
+    "siren_eval",
+    siren.EVAL_CONFIG_KEYS,
+    (),
+    siren.EVAL_CODE_VERSION,
+    {"siren": SIREN, "lut": LUT},
+)

@@ -19,6 +19,7 @@ import torch
 import xarray as xr
 
 from larchain.core.cluster import dask_client, map_blocks
+from larchain.core.device import resolve_device
 from larchain.core.geometry import Detector, VoxelGrid
 from larchain.lut import CODE_VERSION
 from larchain.lut.transport import Optics, PhotodetectorSet, simulate
@@ -35,14 +36,6 @@ class Block:
     lo: tuple[int, int, int]
     hi: tuple[int, int, int]
     seed: int
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"lut.device is {device!r} but torch sees no CUDA device")
-    return torch.device(device)
 
 
 def make_blocks(shape: tuple[int, int, int], block: int | list[int], seed: int) -> list[Block]:
@@ -69,7 +62,7 @@ def batch_photons(lut_cfg: Mapping[str, Any], n_det: int, device: torch.device) 
 
 def run_block(block: Block, *, config: Mapping[str, Any], device: str) -> dict[str, np.ndarray]:
     """Simulate one block (runs on a Dask worker)."""
-    dev = resolve_device(device)
+    dev = resolve_device(device, "lut.device")
     if dev.type == "cpu":
         torch.set_num_threads(1)  # one worker per core; also keeps reductions deterministic
     det = Detector.from_config(config["detector"])
@@ -107,7 +100,7 @@ def build_lut(
     det = Detector.from_config(config["detector"])
     lut = config["lut"]
     grid = VoxelGrid.from_config(det.size, lut["voxel_size"], "lut.voxel_size")
-    device = resolve_device(lut.get("device", "auto"))
+    device = resolve_device(lut.get("device", "auto"), "lut.device")
     blocks = make_blocks(grid.shape, lut["block_voxels"], int(lut["seed"]))
     shape, n_det = grid.shape, det.n_photodetectors
     score = np.zeros((*shape, n_det))
