@@ -18,18 +18,13 @@ import torch
 import xarray as xr
 
 from larchain.core.visibility import VisibilityModel
+from larchain.siren.train import volume_size, voxel_centres
 
 
 def relative_bias(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """2 |p - t| / (p + t), in [0, 2]; 0 where both are 0."""
     denom = pred + true
     return np.where(denom > 0, 2.0 * np.abs(pred - true) / np.where(denom > 0, denom, 1.0), 0.0)
-
-
-def voxel_centres(ds: xr.Dataset) -> np.ndarray:
-    """[V, 3] voxel centres (cm), x-major, matching ``visibility.values.reshape(V, D)``."""
-    gx, gy, gz = np.meshgrid(ds["x"].values, ds["y"].values, ds["z"].values, indexing="ij")
-    return np.stack([gx.ravel(), gy.ravel(), gz.ravel()], 1)
 
 
 def predict(model: VisibilityModel, ds: xr.Dataset, device: str = "cpu") -> np.ndarray:
@@ -104,11 +99,7 @@ def evaluate_surrogate(
         float(bias[..., j][mask[..., j]].mean()) if mask[..., j].any() else None
         for j in range(true.shape[-1])
     ]
-    size = np.array(
-        [float(ds["x"].values[-1] + ds["x"].values[0])]
-        + [float(ds["y"].values[-1] + ds["y"].values[0])]
-        + [float(ds["z"].values[-1] + ds["z"].values[0])]
-    )
+    size = np.array(volume_size(ds))
     n_pts = int(cfg["throughput_points"])
     rate_surrogate = throughput(surrogate, n_pts, size, device)
     rate_table = throughput(table, n_pts, size, device)
