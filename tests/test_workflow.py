@@ -89,8 +89,7 @@ def test_rerun_and_partial_reruns(run, tmp_path):
     phys = copy.deepcopy(base)
     phys["optics"]["rayleigh_length"] = 60.0
     planned = jobs_planned(wd, write_yaml(tmp_path / "phys.yaml", phys))
-    assert planned == {"lut_build": 1, "lut_figure": 1, "siren_train": 1, "siren_eval": 1,
-                       "all": 1}
+    assert planned == {"lut_build": 1, "lut_figure": 1, "siren_train": 1, "siren_eval": 1, "all": 1}
     assert jobs_planned(wd, write_yaml(tmp_path / "revert.yaml", base)) == {}
     # a SIREN hyper-parameter leaves the LUT untouched: only SIREN and what depends on it
     hyper = copy.deepcopy(base)
@@ -118,8 +117,15 @@ def test_siren_artifacts_chain_to_the_lut(run):
     assert m_siren["extra"]["parameters"] > 0
     assert json.loads((siren / "model.json").read_text())["hidden_features"] == 8
     metrics = json.loads((ev / "metrics.json").read_text())
-    for key in ("bias_mean", "bias_median", "bias_p90", "bias_p99", "compression",
-                "throughput_points_x_detectors_per_s", "table_noise_floor_mean"):
+    for key in (
+        "bias_mean",
+        "bias_median",
+        "bias_p90",
+        "bias_p99",
+        "compression",
+        "throughput_points_x_detectors_per_s",
+        "table_noise_floor_mean",
+    ):
         assert key in metrics
     for fig in ("comparison.png", "bias.png", "training.png"):
         assert (ev / "figures" / fig).stat().st_size > 10_000
@@ -149,6 +155,16 @@ def test_truncated_lut_is_detected_and_refused_downstream(run, tmp_path):
     assert proc.returncode != 0
     log = (copy_wd / "logs" / "lut" / art.name / "lut_figure.log").read_text()
     assert "refusing upstream artifact" in log and "manifest says" in log
+
+
+def test_report_contains_every_figure_with_its_caption(run):
+    wd, cfg, _ = run
+    snakemake(wd, "--report", str(wd / "report.html"), configfile=cfg)
+    html = (wd / "report.html").read_text(errors="replace")
+    for fig in ("visibility_slice.png", "comparison.png", "bias.png", "training.png"):
+        assert fig in html
+    for caption in ("Photon visibility", "relative bias", "SIREN training"):
+        assert caption in html
 
 
 def test_snakemake_lint_is_clean():
