@@ -65,9 +65,9 @@ def test_the_table_itself_has_zero_bias():
     assert summary["bias_mean"] < 1e-6 and summary["bias_p99"] < 1e-6
     assert summary["compression"] == pytest.approx(ds["visibility"].size / 10)
     assert summary["entries_above_threshold"] == int((ds["visibility"].values > 1e-3).sum())
-    assert sum(r["entries"] for r in summary["bias_by_distance"]) == summary[
-        "entries_above_threshold"
-    ]
+    assert (
+        sum(r["entries"] for r in summary["bias_by_distance"]) == summary["entries_above_threshold"]
+    )
     # noise floor: sqrt(2/pi) x 10% relative error
     assert summary["table_noise_floor_mean"] == pytest.approx(np.sqrt(2 / np.pi) * 0.1, rel=1e-5)
     assert summary["throughput_points_x_detectors_per_s"] > 0
