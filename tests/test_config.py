@@ -120,8 +120,16 @@ def test_workflow_rejects_before_any_job(tmp_path, test_config, name, mutate, ke
 
 
 def test_shipped_configs_are_valid():
-    for name in ("config.yaml", "test.yaml", "icarus.yaml"):
+    for name in ("config.yaml", "test.yaml", "icarus.yaml", "paper.yaml"):
         load_config(REPO / "config" / name)
+
+
+@pytest.mark.slow
+def test_paper_configuration_plans_cleanly(tmp_path):
+    """`snakemake --configfile config/paper.yaml -n`: the full-scale DAG is valid."""
+    proc = snakemake(tmp_path, "-n", configfile=REPO / "config" / "paper.yaml")
+    for rule in ("lut_build", "lut_figure", "siren_train", "siren_eval"):
+        assert rule in proc.stdout
 
 
 def test_missing_and_malformed_files(tmp_path):
