@@ -21,14 +21,37 @@ def dask_client(
     """A ``distributed.Client`` for this job.
 
     ``dask_cfg`` is the config's ``dask`` section: ``scheduler_address`` or
-    ``scheduler_file`` connect to a running scheduler; otherwise a LocalCluster with one
-    single-threaded worker process per thread of the job (one worker for a GPU job).
+    ``scheduler_file`` connect to a running scheduler; ``cluster: slurm`` starts a
+    dask-jobqueue ``SLURMCluster`` of ``slurm.jobs`` batch jobs (queue, account and other site
+    settings come from dask's own ``jobqueue.slurm`` configuration, not from this config);
+    otherwise a LocalCluster with one single-threaded worker process per thread of the job
+    (one worker for a GPU job).
     """
     from distributed import Client, LocalCluster
 
     dask_cfg = dict(dask_cfg or {})
     address = dask_cfg.get("scheduler_address")
     sched_file = dask_cfg.get("scheduler_file")
+    if dask_cfg.get("cluster") == "slurm" and not (address or sched_file):
+        from dask_jobqueue import SLURMCluster
+
+        slurm = dict(dask_cfg.get("slurm") or {})
+        cluster = SLURMCluster(
+            cores=int(slurm.get("cores", 1)),
+            processes=int(slurm.get("cores", 1)),
+            memory=str(slurm.get("memory", "2GB")),
+            walltime=str(slurm.get("walltime", "01:00:00")),
+            silence_logs=logging.WARNING,
+        )
+        cluster.scale(jobs=int(slurm.get("jobs", 1)))
+        client = Client(cluster)
+        try:
+            client.wait_for_workers(1, timeout=float(slurm.get("start_timeout", 600)))
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+        return
     if address or sched_file:
         client = Client(address) if address else Client(scheduler_file=sched_file)
         try:
