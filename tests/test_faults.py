@@ -73,6 +73,8 @@ def dask_cluster(tmp_path):
                 "--no-dashboard",
                 "--host",
                 "127.0.0.1",
+                "--name",
+                f"w{i}",
             ],
             tmp_path / f"worker{i}.log",
         )
@@ -114,17 +116,29 @@ def test_worker_killed_mid_run_changes_nothing(dask_cluster):
 
     import threading
 
-    def kill_soon():
-        time.sleep(4.0)
-        os.killpg(workers[0].pid, signal.SIGKILL)
+    from distributed import Client
 
-    killer = threading.Thread(target=kill_soon)
+    killed = threading.Event()
+
+    def kill_when_busy():
+        """Kill worker 0 as soon as the scheduler shows it processing a block."""
+        with Client(scheduler_file=str(sched_file), timeout=60) as c:
+            info = c.scheduler_info()["workers"]
+            addr = next(a for a, w in info.items() if w.get("name") == "w0")
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                if c.processing().get(addr):
+                    os.killpg(workers[0].pid, signal.SIGKILL)
+                    killed.set()
+                    return
+                time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_busy)
     killer.start()
-    t0 = time.time()
     result = build_lut(cfg, threads=1, dask_cfg={"scheduler_file": str(sched_file)})
     killer.join()
-    assert time.time() - t0 > 4.0, "the run ended before the worker was killed"
-    assert workers[0].poll() is not None  # it really died
+    assert killed.is_set(), "worker 0 was never seen processing a block"
+    assert workers[0].wait(timeout=30) is not None  # it really died
     assert np.array_equal(reference["visibility"].values, result["visibility"].values)
 
 
