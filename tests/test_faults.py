@@ -83,7 +83,7 @@ def dask_cluster(tmp_path):
     procs += workers
     from distributed import Client
 
-    with Client(scheduler_file=str(sched_file), timeout=60) as c:
+    with Client(scheduler_file=str(sched_file), timeout=60, set_as_default=False) as c:
         c.wait_for_workers(2, timeout=60)
     try:
         yield sched_file, workers
@@ -122,7 +122,7 @@ def test_worker_killed_mid_run_changes_nothing(dask_cluster):
 
     def kill_when_busy():
         """Kill worker 0 as soon as the scheduler shows it processing a block."""
-        with Client(scheduler_file=str(sched_file), timeout=60) as c:
+        with Client(scheduler_file=str(sched_file), timeout=60, set_as_default=False) as c:
             info = c.scheduler_info()["workers"]
             addr = next(a for a, w in info.items() if w.get("name") == "w0")
             deadline = time.time() + 120
