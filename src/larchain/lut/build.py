@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,6 @@ from larchain.core.device import resolve_device
 from larchain.core.geometry import Detector, VoxelGrid
 from larchain.lut import CODE_VERSION
 from larchain.lut.transport import Optics, PhotodetectorSet, simulate
-
-#: Visibility floor used nowhere in the LUT itself; downstream code decides its own.
-DEFAULT_BATCH_CPU = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -96,7 +92,6 @@ def build_lut(
     config: Mapping[str, Any], *, threads: int = 1, dask_cfg: Mapping[str, Any] | None = None
 ) -> xr.Dataset:
     """Compute the LUT for ``config`` (validated) on a Dask cluster; returns the Dataset."""
-    t0 = time.perf_counter()
     det = Detector.from_config(config["detector"])
     lut = config["lut"]
     grid = VoxelGrid.from_config(det.size, lut["voxel_size"], "lut.voxel_size")
@@ -133,10 +128,10 @@ def build_lut(
     vis = score / n
     var = np.clip(score_sq / n - vis**2, 0.0, None) * n / max(n - 1, 1)
     err = np.sqrt(var / n)
-    return to_dataset(det, grid, vis, err, fates, config, device, time.perf_counter() - t0)
+    return to_dataset(det, grid, vis, err, fates, config, device)
 
 
-def to_dataset(det, grid, vis, err, fates, config, device, seconds) -> xr.Dataset:
+def to_dataset(det, grid, vis, err, fates, config, device) -> xr.Dataset:
     n = int(config["lut"]["photons_per_voxel"])
     coords = {
         "x": ("x", np.array(grid.centers(0)), {"units": "cm", "long_name": "voxel centre x"}),
@@ -195,7 +190,6 @@ def to_dataset(det, grid, vis, err, fates, config, device, seconds) -> xr.Datase
         "truncated_photons": int(fates["truncated"].sum()),
     }
     ds.attrs["device"] = device.type
-    _ = seconds
     return ds
 
 

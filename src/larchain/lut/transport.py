@@ -9,10 +9,11 @@ Two estimators of the visibility (detection probability per photodetector):
 
 * ``analog``: score the efficiency of a photodetector when a photon lands on it.
 * ``nee`` (next-event estimation): at emission and at every scattering vertex, add for
-  every photodetector the exact probability that the next flight reaches it directly,
-  ``eff x (solid angle) x <phase x exp(-r / L)>``, where the average runs over the
-  detector face (self-normalised quadrature weighted by the solid-angle density, so it is
-  exact when the phase and attenuation do not vary across the face). A flight that starts
+  every photodetector the probability that the next flight reaches it directly,
+  ``eff x integral over its solid angle of phase x exp(-r / L)``: in polar angles about the
+  foot of the perpendicular for near pairs (:meth:`PhotodetectorSet._near_disk`,
+  :meth:`PhotodetectorSet._near_rect`), by a second-order far-field expansion beyond
+  ``FAR_FACTOR`` detector sizes (:meth:`PhotodetectorSet._far`). A flight that starts
   at such a vertex and lands on a photodetector is then not scored again (it was already
   counted in expectation); flights after a wall reflection are scored analogously. The
   walk itself is the same analog walk, so both estimators have the same mean.
@@ -101,24 +102,6 @@ class PhotodetectorSet:
         self.efficiency = t([p.efficiency for p in pds])
         self.disk_idx = torch.nonzero(self.is_disk).flatten()
         self.rect_idx = torch.nonzero(~self.is_disk).flatten()
-        pts, wts = [], []
-        for p in pds:
-            q, w = _face_quadrature(p.shape, p.half_extent, quadrature)
-            xyz = np.zeros((len(w), 3))
-            xyz[:, p.axis] = detector.wall_position(p.wall)
-            xyz[:, p.uv_axes[0]] = p.center[p.uv_axes[0]] + q[:, 0]
-            xyz[:, p.uv_axes[1]] = p.center[p.uv_axes[1]] + q[:, 1]
-            pts.append(xyz)
-            wts.append(w)
-        self.n_quad = max(len(w) for w in wts)
-        # pad to a common count with zero-weight copies of the first node
-        for i in range(self.n):
-            k = self.n_quad - len(wts[i])
-            if k:
-                pts[i] = np.concatenate([pts[i], np.repeat(pts[i][:1], k, 0)])
-                wts[i] = np.concatenate([wts[i], np.zeros(k)])
-        self.quad_points = t(np.stack(pts).reshape(-1, 3))  # [D*Q, 3]
-        self.quad_weights = t(np.stack(wts))  # [D, Q]
         eye = np.eye(3)
         self.e_u = t(np.stack([eye[p.uv_axes[0]] for p in pds]))
         self.e_v = t(np.stack([eye[p.uv_axes[1]] for p in pds]))
@@ -426,26 +409,6 @@ def disk_multipole(q: torch.Tensor, cos_t: torch.Tensor, terms: int = 12) -> tor
         power = power * q2
         total = total + coeff * power * p_cur
     return 2.0 * math.pi * total
-
-
-def _face_quadrature(
-    shape: str, half: tuple[float, float], n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes (u, v) and area weights on a detector face: Gauss-Legendre (rectangle) or
-    Gauss-Legendre in r^2 times equal angles (disk, 2n angles)."""
-    x, w = np.polynomial.legendre.leggauss(n)
-    if shape == "rectangle":
-        hu, hv = half
-        uu, vv = np.meshgrid(x * hu, x * hv, indexing="ij")
-        ww = np.outer(w * hu, w * hv)
-        return np.stack([uu.ravel(), vv.ravel()], 1), ww.ravel()
-    radius = half[0]
-    r = radius * np.sqrt(0.5 * (x + 1.0))  # nodes uniform in area along r^2
-    wr = 0.5 * w * 0.5 * radius**2  # d(r^2)/2 weights: sum = R^2 / 2
-    phi = (np.arange(2 * n) + 0.5) * np.pi / n
-    rr, pp = np.meshgrid(r, phi, indexing="ij")
-    ww = np.repeat(wr, 2 * n) * (np.pi / n)
-    return np.stack([(rr * np.cos(pp)).ravel(), (rr * np.sin(pp)).ravel()], 1), ww
 
 
 def _isotropic(n: int, gen: torch.Generator, device, dtype) -> torch.Tensor:
