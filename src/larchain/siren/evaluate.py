@@ -18,21 +18,13 @@ import torch
 import xarray as xr
 
 from larchain.core.visibility import VisibilityModel
-from larchain.siren.train import volume_size, voxel_centres
+from larchain.siren.train import predict_dataset, volume_size, voxel_centres
 
 
 def relative_bias(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """2 |p - t| / (p + t), in [0, 2]; 0 where both are 0."""
     denom = pred + true
     return np.where(denom > 0, 2.0 * np.abs(pred - true) / np.where(denom > 0, denom, 1.0), 0.0)
-
-
-def predict(model: VisibilityModel, ds: xr.Dataset, device: str = "cpu") -> np.ndarray:
-    """The model at every voxel centre: [nx, ny, nz, D]."""
-    pts = torch.tensor(voxel_centres(ds), dtype=torch.float32, device=device)
-    out = model.evaluate(pts).detach().cpu().numpy()
-    v = ds["visibility"].transpose("x", "y", "z", "detector")
-    return out.reshape(v.shape)
 
 
 def throughput(model: VisibilityModel, n_points: int, size: np.ndarray, device: str) -> float:
@@ -68,7 +60,7 @@ def evaluate_surrogate(
     surrogate's prediction and the bias per entry."""
     true = ds["visibility"].transpose("x", "y", "z", "detector").values.astype(np.float64)
     err = ds["visibility_error"].transpose("x", "y", "z", "detector").values.astype(np.float64)
-    pred = predict(surrogate, ds, device).astype(np.float64)
+    pred = predict_dataset(surrogate, ds).astype(np.float64)
     bias = relative_bias(pred, true)
     mask = true > float(cfg["threshold"])
     b = bias[mask]

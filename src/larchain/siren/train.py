@@ -33,6 +33,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from larchain.core.visibility import VisibilityModel
 from larchain.siren.model import SirenVisibility, to_target
 
 __all__ = ["predict_dataset", "train_siren", "volume_size", "voxel_centres"]
@@ -161,7 +162,7 @@ def train_siren(
     return model.eval(), metrics
 
 
-def predict_dataset(model: SirenVisibility, ds: xr.Dataset, batch_size: int = 65536) -> np.ndarray:
+def predict_dataset(model: VisibilityModel, ds: xr.Dataset, batch_size: int = 65536) -> np.ndarray:
     """The model's visibility at the voxel centres of ``ds``: array [x, y, z, D] (float32)."""
     pts = torch.from_numpy(voxel_centres(ds))
     vis = model.evaluate(pts, batch_size=batch_size).cpu().numpy()
