@@ -2,6 +2,7 @@
 #
 #   lut     photon visibility look-up table (optical Monte Carlo)  workflow/rules/lut.smk
 #   siren   neural surrogate of the LUT, and its evaluation        workflow/rules/siren.smk
+#   sim     labelled events and calibration control samples        workflow/rules/simulation.smk
 #
 # Every stage writes results/<stage>/<id>/ where <id> hashes the config keys it reads,
 # its upstream ids and its code version (see src/larchain/core/artifacts.py).
@@ -21,6 +22,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/lut.smk"
 include: "workflow/rules/siren.smk"
+include: "workflow/rules/simulation.smk"
 
 
 rule all:
@@ -28,3 +30,4 @@ rule all:
     input:
         LUT_OUTPUTS,
         rules.siren_eval.output,
+        rules.simulation_figures.output,

@@ -4,6 +4,7 @@ from larchain.core.artifacts import ArtifactSpec, canonical, select
 from larchain.core.config import check_config
 import larchain.lut
 import larchain.siren
+import larchain.sim
 
 check_config(config)
 
@@ -31,3 +32,29 @@ SIREN_EVAL = artifact(
     siren.EVAL_CODE_VERSION,
     {"siren": SIREN, "lut": LUT},
 )
+
+
+# the simulation takes its light from the SIREN (default), the LUT, or none
+sim = larchain.sim
+VISIBILITY = {"siren": SIREN, "lut": LUT, "none": None}[
+    config["simulation"]["visibility"]
+]
+SIM = artifact(
+    "simulation",
+    sim.CONFIG_KEYS,
+    sim.EXCLUDE_KEYS,
+    sim.CODE_VERSION,
+    {"visibility": VISIBILITY} if VISIBILITY else {},
+)
+CONTROL = artifact(
+    "control",
+    sim.CONTROL_CONFIG_KEYS,
+    (),
+    sim.CONTROL_CODE_VERSION,
+    {"visibility": VISIBILITY} if VISIBILITY else {},
+)
+
+
+def visibility_input(wildcards):
+    """The visibility artifact's manifest (its directory holds the model), if any."""
+    return {"visibility": f"{VISIBILITY.path}/manifest.json"} if VISIBILITY else {}

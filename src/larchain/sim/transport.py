@@ -1,0 +1,494 @@
+"""Transport of charged particles and photons through the LAr volume, in condensed history.
+
+Charged particles (muons, pions, protons, electrons, positrons) take steps of at most
+``step`` cm (sub-voxel). The energy lost in a step is exact continuous slowing down: the
+kinetic energy after a step of length ``ds`` is the energy whose CSDA range is ``R(T) - ds``
+(:mod:`larchain.sim.stopping`), so ranges match the tables whatever the step. Directions
+change by multiple Coulomb scattering: a Gaussian angle per step with the Highland width of
+that step, its logarithmic term evaluated at one radiation length (it does not add up over
+short steps; this keeps the summed variance equal to Highland's at X0). Discrete secondaries:
+
+* muons: delta rays above ``delta_threshold`` (1/T^2 spectrum, thinned by 1 - beta^2 T/Tmax;
+  the continuous loss is the *restricted* one, so the mean loss is unchanged);
+* electrons and positrons: bremsstrahlung photons above ``brems_threshold`` (complete
+  screening spectrum (4/3 - 4/3 y + y^2)/y per radiation length); softer radiation is
+  deposited locally, so energy is conserved;
+* stopping muons decay to a Michel electron (mu+ spectrum; mu- capture is not simulated),
+  stopping pions to a 4.1 MeV muon, stopping positrons annihilate into two 511 keV photons.
+
+Photons fly straight to their next interaction: Compton scattering (Klein-Nishina, sampled
+as in Geant4's G4KleinNishinaCompton), pair conversion (unscreened Bethe-Heitler log rise,
+capped at the complete-screening value 7/(9 X0)), or photoabsorption below
+``photoabsorption_below``. Together these make the EM cascade: the simplified shower model
+(X0 = 14 cm, Moliere radius from the multiple scattering of the cascade electrons) whose gaps
+between fragments come from photon flights.
+
+Particles leaving the active volume are dropped (their energy is recorded as escaped). All
+random numbers are hashes of the particle's key and its step (:mod:`larchain.sim.rng`), so an
+event is identical however events are batched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from larchain.core import constants as C
+from larchain.sim import rng
+from larchain.sim import truth as T
+from larchain.sim.stopping import RangeTable, highland_theta0
+
+ME = C.MASS_MEV["electron"]
+#: Bethe-Bloch constant K = 4 pi N_A r_e^2 m_e c^2 [MeV cm^2/mol] (PDG).
+K_BETHE = 0.307075
+#: Electron density of LAr [1/cm^3].
+ELECTRON_DENSITY = C.LAR_DENSITY_G_CM3 * 6.02214076e23 * C.ARGON_Z / C.ARGON_A
+#: Classical electron radius [cm].
+R_E = 2.8179403262e-13
+#: pi+ -> mu+ nu at rest: muon kinetic energy [MeV]; pion lifetime [us].
+PION_DECAY_MUON_T = 4.119
+PION_LIFETIME_US = 0.026033
+_PAIR_FULL = 28.0 / 9.0 * math.log(183.0 * C.ARGON_Z ** (-1.0 / 3.0)) - 2.0 / 27.0
+
+# random-number streams (the counter is the particle's step number)
+_S_MCS, _S_SEC, _S_DIR, _S_FLIGHT, _S_PROC, _S_COMPTON = 0, 10, 20, 30, 40, 50
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """How finely particles are transported (see the module docstring)."""
+
+    size: tuple[float, float, float]
+    step: float = 0.15
+    delta_threshold: float = 3.0
+    brems_threshold: float = 1.0
+    low_energy_threshold: float = 2.0
+    photon_cut: float = 0.01
+    photoabsorption_below: float = 0.08
+    electron_cut: float = 1.0e-3
+    max_steps: int = 20000
+
+
+@dataclass
+class DepositList:
+    """Energy deposits of one batch: step midpoints, energy, step length, time, track row."""
+
+    pos: list[np.ndarray]
+    de: list[np.ndarray]
+    dx: list[np.ndarray]
+    time: list[np.ndarray]
+    row: list[np.ndarray]
+
+    @classmethod
+    def empty(cls) -> DepositList:
+        return cls([], [], [], [], [])
+
+    def add(self, pos, de, dx, time, row) -> None:  # noqa: ANN001
+        keep = de > 0
+        if keep.any():
+            self.pos.append(pos[keep])
+            self.de.append(de[keep])
+            self.dx.append(dx[keep])
+            self.time.append(time[keep])
+            self.row.append(row[keep])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if not self.de:
+            return {
+                "pos": np.zeros((0, 3)), "de": np.zeros(0), "dx": np.zeros(0),
+                "time": np.zeros(0), "row": np.zeros(0, np.int64),
+            }
+        return {
+            "pos": np.concatenate(self.pos), "de": np.concatenate(self.de),
+            "dx": np.concatenate(self.dx), "time": np.concatenate(self.time),
+            "row": np.concatenate(self.row),
+        }
+
+
+def _exit_distance(pos: np.ndarray, d: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Distance along unit direction ``d`` from ``pos`` (inside) to the volume's boundary."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(d > 0, (size - pos) / d, np.where(d < 0, -pos / d, np.inf))
+    return np.maximum(t.min(axis=1), 0.0)
+
+
+def _perpendicular_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.where(np.abs(d[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    e1 = np.cross(d, a)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    return e1, np.cross(d, e1)
+
+
+def rotate(d: np.ndarray, cos_t: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Directions turned by polar angle acos(cos_t) and azimuth phi about ``d``."""
+    e1, e2 = _perpendicular_basis(d)
+    sin_t = np.sqrt(np.clip(1.0 - cos_t**2, 0.0, None))
+    out = cos_t[:, None] * d + sin_t[:, None] * (
+        np.cos(phi)[:, None] * e1 + np.sin(phi)[:, None] * e2
+    )
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def isotropic(keys: np.ndarray, counter: int | np.ndarray, stream: int) -> np.ndarray:
+    cos_t = 2.0 * rng.uniform(keys, counter, stream) - 1.0
+    phi = 2.0 * np.pi * rng.uniform(keys, counter, stream + 1)
+    s = np.sqrt(1.0 - cos_t**2)
+    return np.stack([s * np.cos(phi), s * np.sin(phi), cos_t], axis=1)
+
+
+def klein_nishina_mu(e: np.ndarray) -> np.ndarray:
+    """Compton attenuation coefficient [1/cm]: Klein-Nishina cross-section x electron density."""
+    k = np.maximum(e, 1e-6) / ME
+    l2 = np.log1p(2 * k)
+    sigma = (
+        2 * np.pi * R_E**2
+        * ((1 + k) / k**2 * (2 * (1 + k) / (1 + 2 * k) - l2 / k) + l2 / (2 * k)
+           - (1 + 3 * k) / (1 + 2 * k) ** 2)
+    )
+    return sigma * ELECTRON_DENSITY
+
+
+def pair_mu(e: np.ndarray) -> np.ndarray:
+    """Pair-production attenuation coefficient [1/cm] (see module docstring)."""
+    g = (28.0 / 9.0 * np.log(np.maximum(2 * e / ME, 1.0)) - 218.0 / 27.0) / _PAIR_FULL
+    return 7.0 / (9.0 * C.RADIATION_LENGTH_CM) * np.clip(g, 0.0, 1.0) * (e > 2 * ME)
+
+
+def _sample_compton(keys: np.ndarray, n: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Scattered-photon energy fraction eps and 1 - cos(theta), Klein-Nishina."""
+    k = e / ME
+    eps0 = 1.0 / (1.0 + 2.0 * k)
+    a1 = -np.log(eps0)
+    a2 = 0.5 * (1.0 - eps0**2)
+    eps = np.ones_like(e)
+    onecost = np.zeros_like(e)
+    todo = np.ones(len(e), dtype=bool)
+    for attempt in range(64):
+        if not todo.any():
+            break
+        s = _S_COMPTON + 4 * attempt
+        u1, u2, u3 = (rng.uniform(keys, n, s + i) for i in range(3))
+        first = u1 < a1 / (a1 + a2)
+        eps_try = np.where(first, np.exp(-a1 * u2), np.sqrt(eps0**2 + (1 - eps0**2) * u2))
+        oc = (1.0 - eps_try) / (k * eps_try)
+        sint2 = oc * (2.0 - oc)
+        ok = todo & (1.0 - eps_try * sint2 / (1.0 + eps_try**2) >= u3)
+        eps = np.where(ok, eps_try, eps)
+        onecost = np.where(ok, oc, onecost)
+        todo &= ~ok
+    return eps, onecost
+
+
+class Transport:
+    """Transports every object of a :class:`TrackTable`, generation by generation."""
+
+    def __init__(self, settings: TransportSettings) -> None:
+        self.s = settings
+        self.size = np.asarray(settings.size, dtype=np.float64)
+        self.tables = {sp: RangeTable.for_particle(name) for sp, name in T.STOPPING_NAME.items()}
+
+    # ------------------------------------------------------------------ driver
+    def run(self, table: T.TrackTable, rows: np.ndarray, deposits: DepositList) -> None:
+        """Transport ``rows`` and, recursively, every secondary they create."""
+        pending = np.asarray(rows, dtype=np.int64)
+        while len(pending):
+            sp = table["species"][pending]
+            photons = pending[sp == T.PHOTON]
+            charged = pending[sp != T.PHOTON]
+            created = []
+            if len(photons):
+                created.append(self.photons(table, photons, deposits))
+            if len(charged):
+                created.append(self.charged(table, charged, deposits))
+            pending = np.concatenate(created) if created else np.zeros(0, np.int64)
+
+    def _children(self, table: T.TrackTable, parent: np.ndarray, species: np.ndarray,
+                  process: int, pos: np.ndarray, direction: np.ndarray, energy: np.ndarray,
+                  time: np.ndarray, keys: np.ndarray, new_group: bool, semantic: np.ndarray,
+                  fragment: np.ndarray | None = None) -> np.ndarray:
+        if len(parent) == 0:
+            return np.zeros(0, np.int64)
+        return table.add(
+            event=table["event"][parent], interaction=table["interaction"][parent],
+            species=species, process=np.full(len(parent), process), parent=parent,
+            group=np.full(len(parent), -1) if new_group else table["group"][parent],
+            fragment=np.full(len(parent), -1) if fragment is None else fragment,
+            semantic=semantic, primary=np.zeros(len(parent), bool), key=keys, start=pos,
+            direction=direction, energy=energy, time=time,
+        )
+
+    # ---------------------------------------------------------------- charged
+    def charged(self, table: T.TrackTable, rows: np.ndarray, deposits: DepositList) -> np.ndarray:
+        s = self.s
+        row = rows.copy()
+        species = table["species"][rows].astype(np.int64)
+        pos = table["start"][rows].copy()
+        d = table["direction"][rows].copy()
+        ke = table["energy"][rows].copy()
+        t = table["time"][rows].copy()
+        keys = table["key"][rows].copy()
+        created: list[np.ndarray] = []
+        # muons that stop decay; pions that stop decay; positrons annihilate
+        for n in range(s.max_steps):
+            if len(row) == 0:
+                break
+            rng_r = np.empty(len(row))
+            for sp in np.unique(species):
+                m = species == sp
+                rng_r[m] = self.tables[int(sp)].range_cm(ke[m])
+            ds = np.minimum(s.step, rng_r)
+            exit_d = _exit_distance(pos, d, self.size)
+            leaving = exit_d <= ds
+            ds = np.minimum(ds, exit_d)
+            t_after = np.empty(len(row))
+            for sp in np.unique(species):
+                m = species == sp
+                t_after[m] = self.tables[int(sp)].kinetic_at_range(
+                    np.maximum(rng_r[m] - ds[m], 0.0))
+            t_after = np.minimum(t_after, ke)
+            local = ke - t_after
+            new_ke = t_after.copy()
+            # --- muon delta rays (thinning of a 1/T^2 envelope)
+            mu = np.flatnonzero(species == T.MUON)
+            if len(mu):
+                created.append(self._delta_rays(table, row, mu, n, pos, d, ke, ds, t, keys,
+                                                local, new_ke))
+            # --- bremsstrahlung of electrons and positrons
+            el = np.flatnonzero((species == T.ELECTRON) | (species == T.POSITRON))
+            if len(el):
+                created.append(self._brems(table, row, el, n, pos, d, ke, ds, t, keys,
+                                           local, new_ke))
+            # stopped: deposit the rest locally
+            stopped = (new_ke < s.electron_cut) & ~leaving
+            local = np.where(stopped, local + new_ke, local)
+            new_ke = np.where(stopped, 0.0, new_ke)
+            deposits.add(pos + 0.5 * ds[:, None] * d, local, ds, t, row)
+            pos = pos + ds[:, None] * d
+            # multiple scattering
+            theta0 = np.zeros(len(row))
+            for sp in np.unique(species):
+                m = species == sp
+                theta0[m] = highland_theta0(ke[m], T.STOPPING_NAME[int(sp)],
+                                            np.maximum(ds[m], 1e-9),
+                                            log_path_cm=C.RADIATION_LENGTH_CM)
+            tx = theta0 * rng.normal(keys, n, _S_MCS)
+            ty = theta0 * rng.normal(keys, n, _S_MCS + 1)
+            theta = np.minimum(np.hypot(tx, ty), np.pi)
+            d = rotate(d, np.cos(theta), np.arctan2(ty, tx))
+            ke = new_ke
+            done = stopped | leaving | (ke <= 0)
+            if done.any():
+                r = row[done]
+                table.set("end", r, pos[done])
+                table.set("escaped", r, np.where(leaving[done], ke[done], 0.0))
+                stop = done & ~leaving
+                created.append(self._at_rest(table, row[stop], species[stop], pos[stop],
+                                             t[stop], keys[stop]))
+                keep = ~done
+                row, species, pos, d, ke, t, keys = (
+                    a[keep] for a in (row, species, pos, d, ke, t, keys)
+                )
+        else:
+            raise RuntimeError(f"transport did not finish in {s.max_steps} steps")
+        return np.concatenate(created) if created else np.zeros(0, np.int64)
+
+    def _delta_rays(self, table, row, idx, n, pos, d, ke, ds, t, keys, local, new_ke):  # noqa: ANN001, ANN202
+        s = self.s
+        m_mu = C.MASS_MEV["muon"]
+        e_tot = ke[idx] + m_mu
+        gamma = e_tot / m_mu
+        beta2 = 1.0 - 1.0 / gamma**2
+        bg2 = beta2 * gamma**2
+        tmax = 2 * ME * bg2 / (1 + 2 * gamma * ME / m_mu + (ME / m_mu) ** 2)
+        tcut = s.delta_threshold
+        ok = tmax > tcut
+        pref = 0.5 * K_BETHE * C.ARGON_Z / C.ARGON_A * C.LAR_DENSITY_G_CM3 / beta2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_loss = np.where(
+                ok, pref * (np.log(tmax / tcut) - beta2 * (tmax - tcut) / tmax), 0.0
+            ) * ds[idx]
+            rate = np.where(ok, pref * (1.0 / tcut - 1.0 / tmax), 0.0)
+        # the continuous part is the restricted loss; explicit deltas carry the rest
+        restricted = np.maximum(local[idx] - mean_loss, 0.0)
+        k = keys[idx]
+        emit = ok & (rng.uniform(k, n, _S_SEC) < -np.expm1(-rate * ds[idx]))
+        u = rng.uniform(k, n, _S_SEC + 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            td = 1.0 / (1.0 / tcut - u * (1.0 / tcut - 1.0 / tmax))
+        emit &= rng.uniform(k, n, _S_SEC + 2) < 1.0 - beta2 * td / tmax
+        avail = ke[idx] - restricted
+        td = np.where(emit, np.minimum(td, avail), 0.0)
+        local[idx] = restricted
+        new_ke[idx] = np.maximum(ke[idx] - restricted - td, 0.0)
+        e = np.flatnonzero(emit & (td > 0))
+        if len(e) == 0:
+            return np.zeros(0, np.int64)
+        j = idx[e]
+        # delta direction from two-body kinematics, random azimuth
+        p_d = np.sqrt(td[e] * (td[e] + 2 * ME))
+        p_max = np.sqrt(tmax[e] * (tmax[e] + 2 * ME))
+        cos_t = np.clip(td[e] / p_d * p_max / tmax[e], -1.0, 1.0)
+        phi = 2 * np.pi * rng.uniform(k[e], n, _S_SEC + 3)
+        where = pos[j] + rng.uniform(k[e], n, _S_SEC + 4)[:, None] * ds[j, None] * d[j]
+        return self._children(
+            table, row[j], np.full(len(j), T.ELECTRON), T.DELTA_RAY, where,
+            rotate(d[j], cos_t, phi), td[e], t[j], rng.derive(k[e], n, 1), True,
+            np.full(len(j), T.DELTA),
+        )
+
+    def _brems(self, table, row, idx, n, pos, d, ke, ds, t, keys, local, new_ke):  # noqa: ANN001, ANN202
+        s = self.s
+        kmin = s.brems_threshold
+        e_tot = ke[idx] + ME
+        x0 = C.RADIATION_LENGTH_CM
+        ymin = np.minimum(kmin / e_tot, 1.0)
+        # radiation softer than kmin is deposited locally (energy conservation)
+        soft = ds[idx] / x0 * e_tot * (4 / 3 * ymin - 2 / 3 * ymin**2 + ymin**3 / 3)
+        soft = np.minimum(soft, new_ke[idx])
+        local[idx] += soft
+        new_ke[idx] -= soft
+        k = keys[idx]
+        able = ke[idx] > kmin
+        rate = np.where(able, 4.0 / 3.0 * np.log(1.0 / ymin) / x0, 0.0)
+        emit = able & (rng.uniform(k, n, _S_SEC + 5) < -np.expm1(-rate * ds[idx]))
+        y = ymin ** (1.0 - rng.uniform(k, n, _S_SEC + 6))
+        emit &= rng.uniform(k, n, _S_SEC + 7) * (4 / 3) < 4 / 3 - 4 / 3 * y + y**2
+        kph = np.where(emit, np.minimum(y * e_tot, new_ke[idx]), 0.0)
+        new_ke[idx] -= kph
+        e = np.flatnonzero(emit & (kph > 0))
+        if len(e) == 0:
+            return np.zeros(0, np.int64)
+        j = idx[e]
+        where = pos[j] + rng.uniform(k[e], n, _S_SEC + 8)[:, None] * ds[j, None] * d[j]
+        return self._children(
+            table, row[j], np.full(len(j), T.PHOTON), T.BREMS, where, d[j].copy(), kph[e],
+            t[j], rng.derive(k[e], n, 2), False, table["semantic"][row[j]],
+        )
+
+    def _at_rest(self, table, rows, species, pos, t, keys):  # noqa: ANN001, ANN202
+        out = []
+        mu = species == T.MUON
+        if mu.any():
+            k = keys[mu]
+            # Michel spectrum of mu+ decay at rest: x^2 (3 - 2x), x = E / (m_mu / 2)
+            x = np.ones(mu.sum())
+            todo = np.ones(mu.sum(), bool)
+            for a in range(64):
+                xt = rng.uniform(k, 10**6 + a, 0) ** (1.0 / 3.0)
+                ok = todo & (3.0 * rng.uniform(k, 10**6 + a, 1) < 3.0 - 2.0 * xt)
+                x = np.where(ok, xt, x)
+                todo &= ~ok
+                if not todo.any():
+                    break
+            e_kin = np.maximum(x * C.MASS_MEV["muon"] / 2.0 - ME, 0.0)
+            dt = -C.MUON_LIFETIME_US * np.log(rng.uniform(k, 10**6, 2))
+            out.append(self._children(
+                table, rows[mu], np.full(mu.sum(), T.ELECTRON), T.DECAY, pos[mu],
+                isotropic(k, 10**6, 3), e_kin, t[mu] + dt, rng.derive(k, 10**6, 3), True,
+                np.full(mu.sum(), T.MICHEL),
+            ))
+        pi = species == T.PION
+        if pi.any():
+            k = keys[pi]
+            dt = -PION_LIFETIME_US * np.log(rng.uniform(k, 10**6, 4))
+            out.append(self._children(
+                table, rows[pi], np.full(pi.sum(), T.MUON), T.DECAY, pos[pi],
+                isotropic(k, 10**6, 5), np.full(pi.sum(), PION_DECAY_MUON_T), t[pi] + dt,
+                rng.derive(k, 10**6, 4), True, np.full(pi.sum(), T.TRACK),
+            ))
+        ep = species == T.POSITRON
+        if ep.any():
+            k = keys[ep]
+            d1 = isotropic(k, 10**6, 6)
+            both_rows = np.concatenate([rows[ep], rows[ep]])
+            out.append(self._children(
+                table, both_rows, np.full(len(both_rows), T.PHOTON), T.ANNIHILATION,
+                np.concatenate([pos[ep], pos[ep]]), np.concatenate([d1, -d1]),
+                np.full(len(both_rows), ME), np.concatenate([t[ep], t[ep]]),
+                np.concatenate([rng.derive(k, 10**6, 5), rng.derive(k, 10**6, 6)]), False,
+                table["semantic"][both_rows],
+            ))
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    # ---------------------------------------------------------------- photons
+    def photons(self, table: T.TrackTable, rows: np.ndarray, deposits: DepositList) -> np.ndarray:
+        s = self.s
+        row = rows.copy()
+        pos = table["start"][rows].copy()
+        d = table["direction"][rows].copy()
+        e = table["energy"][rows].copy()
+        t = table["time"][rows].copy()
+        keys = table["key"][rows].copy()
+        created: list[np.ndarray] = []
+        for n in range(s.max_steps):
+            if len(row) == 0:
+                break
+            mu_c = klein_nishina_mu(e)
+            mu_p = pair_mu(e)
+            mu_t = mu_c + mu_p
+            flight = -np.log(rng.uniform(keys, n, _S_FLIGHT)) / mu_t
+            exit_d = _exit_distance(pos, d, self.size)
+            escape = flight >= exit_d
+            pos = pos + np.minimum(flight, exit_d)[:, None] * d
+            absorb = ~escape & ((e < s.photoabsorption_below) | (e < s.photon_cut))
+            pair = ~escape & ~absorb & (rng.uniform(keys, n, _S_PROC) * mu_t < mu_p)
+            compton = ~escape & ~absorb & ~pair
+            # photoabsorption: an electron takes the photon's energy
+            a = np.flatnonzero(absorb)
+            if len(a):
+                created.append(self._photo_electrons(
+                    table, row[a], T.PHOTOELECTRIC, pos[a], isotropic(keys[a], n, _S_DIR),
+                    e[a], t[a], rng.derive(keys[a], n, 7)))
+            # pair conversion: electron and positron share one fragment
+            p = np.flatnonzero(pair)
+            if len(p):
+                kin = e[p] - 2 * ME
+                split = rng.uniform(keys[p], n, _S_PROC + 1)
+                el = self._photo_electrons(
+                    table, row[p], T.CONVERSION, pos[p], d[p].copy(), split * kin, t[p],
+                    rng.derive(keys[p], n, 8), species=T.ELECTRON)
+                po = self._photo_electrons(
+                    table, row[p], T.CONVERSION, pos[p], d[p].copy(), (1 - split) * kin, t[p],
+                    rng.derive(keys[p], n, 9), species=T.POSITRON, fragment=el,
+                    fragment_energy=kin)
+                table.set("semantic", el, table["semantic"][po])
+                created += [el, po]
+            # Compton scattering: the photon goes on with less energy
+            c = np.flatnonzero(compton)
+            if len(c):
+                eps, onecost = _sample_compton(keys[c], n, e[c])
+                phi = 2 * np.pi * rng.uniform(keys[c], n, _S_DIR + 2)
+                new_d = rotate(d[c], 1.0 - onecost, phi)
+                e_new = eps * e[c]
+                p_el = e[c, None] * d[c] - e_new[:, None] * new_d
+                norm = np.linalg.norm(p_el, axis=1, keepdims=True)
+                el_d = np.where(norm > 0, p_el / np.maximum(norm, 1e-300), d[c])
+                created.append(self._photo_electrons(
+                    table, row[c], T.COMPTON, pos[c], el_d, e[c] - e_new, t[c],
+                    rng.derive(keys[c], n, 10)))
+                d[c] = new_d
+                e[c] = e_new
+            done = escape | absorb | pair
+            if done.any():
+                table.set("end", row[done], pos[done])
+                table.set("escaped", row[done], np.where(escape[done], e[done], 0.0))
+                keep = ~done
+                row, pos, d, e, t, keys = (a[keep] for a in (row, pos, d, e, t, keys))
+        else:
+            raise RuntimeError(f"photon transport did not finish in {s.max_steps} steps")
+        return np.concatenate(created) if created else np.zeros(0, np.int64)
+
+    def _photo_electrons(self, table, parent, process, pos, d, energy, t, keys,  # noqa: ANN001, ANN202
+                         species=T.ELECTRON, fragment=None, fragment_energy=None):
+        """Electrons set in motion by photons start a new fragment; a soft one (below
+        ``low_energy_threshold``) is a low-energy scatter unless it belongs to a Michel."""
+        root_sem = table["semantic"][parent]
+        frag_e = energy if fragment_energy is None else fragment_energy
+        sem = np.where((frag_e < self.s.low_energy_threshold) & (root_sem != T.MICHEL),
+                       T.LOW_ENERGY, root_sem).astype(np.int8)
+        return self._children(
+            table, parent, np.full(len(parent), species), process, pos, d, energy, t, keys,
+            False, sem, fragment=table["fragment"][fragment] if fragment is not None else None,
+        )
