@@ -78,6 +78,13 @@ CORPUS = [
         _set(("dask",), {"scheduler_file": "/nonexistent/s.json"}),
         "dask.scheduler_file",
     ),
+    ("negative-lifetime", _set(("tpc", "lifetime"), -3.0), "lifetime"),
+    ("unknown-recombination", _set(("tpc", "recombination"), "onsager"), "recombination"),
+    ("zero-voxel-pitch", _set(("readout", "voxel_size"), 0.0), "voxel_size"),
+    ("energy-range-one-number", _set(("simulation", "cosmics", "energy"), [5.0]), "energy"),
+    ("unknown-visibility", _set(("simulation", "visibility"), "magic"), "visibility"),
+    ("truth-not-a-tpc-key", _set(("control", "truth"), {"lifetim": 2.0}), "control.truth.lifetim"),
+    ("truth-negative", _set(("control", "truth"), {"lifetime": -2.0}), "control.truth.lifetime"),
     (
         "scheduler-address-wrong-type",
         _set(("dask",), {"scheduler_address": 8786}),

@@ -48,7 +48,15 @@ SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/
 APT_PACKAGES = ("slurm-wlm", "munge")
 
 # The rule jobs of the tiny workflow (`all` is a local rule: it only gathers inputs).
-JOB_RULES = {"lut_build", "lut_figure", "siren_train", "siren_eval"}
+JOB_RULES = {
+    "lut_build",
+    "lut_figure",
+    "siren_train",
+    "siren_eval",
+    "simulate",
+    "simulate_control",
+    "simulation_figures",
+}
 
 # Fast status polling for seconds-long jobs. The profile keeps the plugin's defaults, sensible
 # on a real cluster: first check 40 s after a submission, then 10 s longer each round in
@@ -469,6 +477,9 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
             "siren_train": ("1", "4000M", "01:00:00"),
             "siren_eval": ("1", "4000M", "00:30:00"),
             "lut_figure": ("1", "2000M", "00:30:00"),
+            "simulate": ("2", "4000M", "01:00:00"),
+            "simulate_control": ("2", "4000M", "01:00:00"),
+            "simulation_figures": ("1", "2000M", "00:30:00"),
         }[rule]
         assert job["NumCPUs"] == threads, (rule, job)
         assert job["MinMemoryNode"] == mem and job["TimeLimit"] == limit, (rule, job)
@@ -481,6 +492,8 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
         ("lut", "lut.nc"),
         ("siren", "model.safetensors"),
         ("siren_eval", "evaluation.nc"),
+        ("simulation", "events-00000.h5"),
+        ("control", "crossing_muons-00000.h5"),
     ]:
         assert sum(rel.startswith(f"{stage}/") and rel.endswith(f"/{name}") for rel in a) == 1
     for rel in a:

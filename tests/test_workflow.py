@@ -71,6 +71,9 @@ def test_run_produces_a_verified_lut_artifact(run):
         assert json.loads(ds.attrs["geometry"])["photodetectors"][0]["name"] == "pmt_a"
 
 
+SIM_RULES = {"simulate": 1, "simulate_control": 1, "simulation_figures": 1}
+
+
 def test_rerun_and_partial_reruns(run, tmp_path):
     wd, cfg, art = run
     assert jobs_planned(wd, cfg) == {}
@@ -89,13 +92,32 @@ def test_rerun_and_partial_reruns(run, tmp_path):
     phys = copy.deepcopy(base)
     phys["optics"]["rayleigh_length"] = 60.0
     planned = jobs_planned(wd, write_yaml(tmp_path / "phys.yaml", phys))
-    assert planned == {"lut_build": 1, "lut_figure": 1, "siren_train": 1, "siren_eval": 1, "all": 1}
+    assert planned == {
+        "lut_build": 1, "lut_figure": 1, "siren_train": 1, "siren_eval": 1,
+        **SIM_RULES, "all": 1,
+    }
     assert jobs_planned(wd, write_yaml(tmp_path / "revert.yaml", base)) == {}
     # a SIREN hyper-parameter leaves the LUT untouched: only SIREN and what depends on it
+    # (the simulation takes its light from the SIREN)
     hyper = copy.deepcopy(base)
     hyper["siren"]["hidden_features"] = 12
     planned = jobs_planned(wd, write_yaml(tmp_path / "hyper.yaml", hyper))
-    assert planned == {"siren_train": 1, "siren_eval": 1, "all": 1}
+    assert planned == {"siren_train": 1, "siren_eval": 1, **SIM_RULES, "all": 1}
+    # detector physics: new events and control samples; LUT and SIREN untouched
+    tpc = copy.deepcopy(base)
+    tpc["tpc"]["lifetime"] = 2000.0
+    planned = jobs_planned(wd, write_yaml(tmp_path / "tpc.yaml", tpc))
+    assert planned == {**SIM_RULES, "all": 1}
+    # the control samples alone
+    ctl = copy.deepcopy(base)
+    ctl["control"]["stopping_protons"] = 5
+    planned = jobs_planned(wd, write_yaml(tmp_path / "ctl.yaml", ctl))
+    assert planned == {"simulate_control": 1, "simulation_figures": 1, "all": 1}
+    # how many events the display shows is not part of the events
+    sfig = copy.deepcopy(base)
+    sfig["simulation"]["figure"] = {"events": 1}
+    planned = jobs_planned(wd, write_yaml(tmp_path / "sfig.yaml", sfig))
+    assert planned == {"simulation_figures": 1, "all": 1}
     # an evaluation option re-runs only the evaluation
     ev = copy.deepcopy(base)
     ev["siren_eval"]["threshold"] = 2e-6
@@ -140,6 +162,34 @@ def test_same_config_same_bytes_with_one_or_two_workers(run, tmp_path):
     siren = only(wd, "siren")
     again = tmp_path / "results" / "siren" / siren.name
     assert sha256(again / "model.safetensors") == sha256(siren / "model.safetensors")
+    for stage in ("simulation", "control"):
+        art_dir = only(wd, stage)
+        files = sorted(p.name for p in art_dir.glob("*.h5"))
+        assert files
+        for name in files:
+            other = tmp_path / "results" / stage / art_dir.name / name
+            assert sha256(other) == sha256(art_dir / name), (stage, name)
+
+
+def test_simulation_artifacts(run):
+    """The events and control samples chain to the SIREN and read back as labelled events."""
+    from larchain.sim.storage import EventDataset
+
+    wd, _, _ = run
+    siren, sim, ctl = only(wd, "siren"), only(wd, "simulation"), only(wd, "control")
+    m_sim = json.loads((sim / "manifest.json").read_text())
+    m_ctl = json.loads((ctl / "manifest.json").read_text())
+    assert m_sim["upstream"] == {"visibility": siren.name}
+    assert m_ctl["upstream"] == {"visibility": siren.name}
+    assert m_ctl["extra"]["true_tpc"]["lifetime"] == 2600
+    events = EventDataset(sim)
+    assert len(events) == 6
+    raw = events.raw(0)
+    assert raw["pe"].shape == (2,) and np.all(raw["pe"] >= 0)
+    assert set(raw["voxels"]) >= {"coords", "charge", "semantic", "fragment", "particle"}
+    for fig in ("event_display.png", "class_fractions.png", "dedx_residual_range.png",
+                "recombination.png"):
+        assert (sim / "figures" / fig).stat().st_size > 10_000
 
 
 def test_truncated_lut_is_detected_and_refused_downstream(run, tmp_path):
@@ -161,9 +211,12 @@ def test_report_contains_every_figure_with_its_caption(run):
     wd, cfg, _ = run
     snakemake(wd, "--report", str(wd / "report.html"), configfile=cfg)
     html = (wd / "report.html").read_text(errors="replace")
-    for fig in ("visibility_slice.png", "comparison.png", "bias.png", "training.png"):
+    for fig in ("visibility_slice.png", "comparison.png", "bias.png", "training.png",
+                "event_display.png", "class_fractions.png", "dedx_residual_range.png",
+                "recombination.png"):
         assert fig in html
-    for caption in ("Photon visibility", "relative bias", "SIREN training"):
+    for caption in ("Photon visibility", "relative bias", "SIREN training",
+                    "semantic class", "residual range", "Recombination survival"):
         assert caption in html
 
 

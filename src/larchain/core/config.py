@@ -82,6 +82,16 @@ def check_config(config: Mapping[str, Any]) -> None:
             f"file {sched_file!r} does not exist (expected the JSON "
             "written by `dask scheduler --scheduler-file`)",
         )
+    truth = (config.get("control") or {}).get("truth") or {}
+    tpc_keys = set(config.get("tpc") or {})
+    for k, v in truth.items():
+        if k not in tpc_keys:
+            raise ConfigError(f"control.truth.{k}",
+                              f"not a tpc key (expected one of {sorted(tpc_keys)})")
+        if k in ("recombination", "pd_efficiency", "drift_velocity"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ConfigError(f"control.truth.{k}", f"expected a number > 0, got {v!r}")
     fig = (config["lut"].get("figure") or {}).get("detector", 0)
     if fig >= det.n_photodetectors:
         raise ConfigError(

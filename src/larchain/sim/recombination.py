@@ -7,7 +7,10 @@ Two field-dependent models, as in larnd-sim's ``quenching`` module:
 * ``"birks"`` -- Birks (ICARUS, Amoruso et al., NIM A 523 (2004) 275):
   ``R = A_B / (1 + k_B (dE/dx) / (rho E))``.
 
-``rho`` is :data:`~larchain.core.constants.LAR_DENSITY_G_CM3`. Everything is plain torch
+``rho`` is :data:`~larchain.core.constants.LAR_DENSITY_G_CM3`. The modified box is a fit for
+heavily ionising tracks: ``ln(alpha + xi)/xi`` peaks at xi ~ 0.47 (alpha = 0.93), so below that
+(a MIP above ~0.7 kV/cm, or low dE/dx) R falls with field and, for xi < 1 - alpha, turns
+negative; R is clamped to [0, 1] as in larnd-sim. Everything is plain torch
 arithmetic so a calibration can differentiate R with respect to the field and the model
 parameters.
 """

@@ -21,7 +21,7 @@ way (``sigma_L * reco_drift_velocity / drift_velocity``). Voxel ``i`` spans
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import torch
@@ -45,7 +45,7 @@ from larchain.core.visibility import VisibilityModel
 from larchain.sim.drift import diffusion_sigma, drift_time, drift_velocity, lifetime_attenuation
 from larchain.sim.light import expected_pe, sample_pe, scintillation_photons
 from larchain.sim.recombination import MODELS, recombination
-from larchain.sim.voxelize import MODES, neighbourhood_size, readout, voxelize
+from larchain.sim.voxelize import MODES, coalesce, neighbourhood_size, readout
 
 #: Drift velocity [cm/us] at the nominal field and temperature (~0.160 cm/us).
 NOMINAL_DRIFT_VELOCITY = float(drift_velocity(DRIFT_FIELD_KV_CM, LAR_TEMPERATURE_K))
@@ -192,7 +192,7 @@ class ResponseSettings:
     sigma0: float = 0.0
     noise_electrons: float = PIXEL_NOISE_ELECTRONS
     threshold_electrons: float = PIXEL_THRESHOLD_ELECTRONS
-    threshold_width: float = field(default=0.5 * PIXEL_NOISE_ELECTRONS)
+    threshold_width: float = 0.5 * PIXEL_NOISE_ELECTRONS
     neighbourhood: int | None = None
     mode: str = "exact"
 
@@ -251,7 +251,7 @@ def _check_params(params: Mapping[str, Tensor | float], like: Tensor) -> dict[st
         if name not in params:
             raise ValueError(f"params is missing {name!r} (see default_params())")
         v = params[name]
-        t = v if isinstance(v, Tensor) else torch.tensor(float(v))
+        t = v if isinstance(v, Tensor) else torch.tensor(float(v), dtype=like.dtype)
         t = t.to(dtype=like.dtype, device=like.device)
         if t.numel() != 1:
             raise ValueError(f"params[{name!r}] must be a scalar, got shape {tuple(t.shape)}")
@@ -266,7 +266,7 @@ def _check_params(params: Mapping[str, Tensor | float], like: Tensor) -> dict[st
             raise ValueError(f"params[{name!r}] must be >= 0, got {float(out[name])}")
     if "pd_efficiency" in params:
         v = params["pd_efficiency"]
-        t = v if isinstance(v, Tensor) else torch.as_tensor(v)
+        t = v if isinstance(v, Tensor) else torch.as_tensor(v, dtype=like.dtype)
         out["pd_efficiency"] = t.to(dtype=like.dtype, device=like.device)
     return out
 
@@ -309,8 +309,7 @@ def detector_response(
     k = s.neighbourhood
     if k is None:
         k = neighbourhood_size(float(sigma.detach().max()), s.pitch) if len(deposits) else 1
-    vox = voxelize(centre, sigma, at_anode, deposits.event, s.pitch, k)
-
+    vox = coalesce(centre, sigma, at_anode, deposits.event, s.pitch, k)
     charge, keep = readout(
         vox.charge,
         s.threshold_electrons,
@@ -319,9 +318,8 @@ def detector_response(
         s.threshold_width,
         generator,
     )
-    coords, event, dominant = vox.coords, vox.event, vox.dominant
-    if keep is not None:
-        coords, event, dominant = coords[keep], event[keep], dominant[keep]
+    coords, event = vox.decode(keep)
+    dominant = vox.dominant if keep is None else vox.dominant[keep]
 
     # light
     photons = scintillation_photons(deposits.de, electrons, p["light_yield"])

@@ -36,7 +36,8 @@ def derive(keys: np.ndarray | int, *tags: int | np.ndarray) -> np.ndarray:
 
 def uniform(keys: np.ndarray, counter: int | np.ndarray, stream: int = 0) -> np.ndarray:
     """Uniform numbers in the open interval (0, 1), one per key."""
-    z = derive(keys, counter, stream)
+    tag = np.asarray(counter, dtype=np.int64).astype(np.uint64) * np.uint64(1 << 16)
+    z = splitmix64(np.asarray(keys, dtype=np.uint64) ^ splitmix64(tag + np.uint64(stream)))
     return ((z >> np.uint64(11)).astype(np.float64) + 0.5) / _TWO53
 
 

@@ -68,28 +68,61 @@ def axis_weights(pos: Tensor, sigma: Tensor, cell: Tensor, k: int, pitch: float)
     return w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)
 
 
-def _union_cpu(uc: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
-    """Unique keys of ``uc[None] + off[:, None]`` and the inverse ``[len(off), len(uc)]``.
+def _union_cpu(a: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted unique keys of ``a[None] + off[:, None]`` and the inverse ``[len(off), len(a)]``.
 
-    ``uc`` is sorted, so each row is a sorted run and a stable argsort (Timsort) merges them.
+    ``a`` is sorted and unique and ``off`` ascending, so each row is a sorted run: the keys,
+    packed with their position in the low bits, are merged by a stable sort (Timsort on
+    runs) and the inverse is written back in one scatter.
     """
-    cand = (uc.numpy()[None, :] + off.numpy()[:, None]).ravel()
-    perm = np.argsort(cand, kind="stable")
-    s = cand[perm]
-    new = np.empty(s.shape[0], dtype=bool)
+    an, on = a.numpy(), off.numpy()
+    c = an.shape[0] * on.shape[0]
+    b = max(1, int(c - 1).bit_length())
+    hi = int(max(abs(int(an[0] + on[0])), abs(int(an[-1] + on[-1]))))
+    if int(an[0] + on[0]) < 0 or hi.bit_length() + b > 63:  # cannot pack: argsort instead
+        cand = (an[None, :] + on[:, None]).ravel()
+        perm = np.argsort(cand, kind="stable")
+        key = cand[perm]
+    else:
+        packed = np.add(an[None, :], on[:, None]).ravel()
+        packed <<= b
+        packed |= np.arange(c, dtype=np.int64)
+        packed.sort(kind="stable")
+        key = packed >> b
+        perm = packed
+        perm &= (1 << b) - 1
+    new = np.empty(c, dtype=bool)
     new[:1] = True
-    np.not_equal(s[1:], s[:-1], out=new[1:])
-    ids = np.cumsum(new, dtype=np.int64) - 1
-    inv = np.empty_like(ids)
+    np.not_equal(key[1:], key[:-1], out=new[1:])
+    ids = np.cumsum(new, dtype=np.int64)
+    ids -= 1
+    inv = np.empty(c, dtype=np.int64)
     inv[perm] = ids
-    return torch.from_numpy(s[new]), torch.from_numpy(inv).view(off.shape[0], uc.shape[0])
+    return torch.from_numpy(key[new]), torch.from_numpy(inv).view(on.shape[0], an.shape[0])
 
 
-def _union_torch(uc: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
+def _union_torch(a: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
     """Device-agnostic version of :func:`_union_cpu` (``torch.unique``; fast on GPUs)."""
-    cand = uc.unsqueeze(0) + off.unsqueeze(1)
+    cand = a.unsqueeze(0) + off.unsqueeze(1)
     u, inv = torch.unique(cand.reshape(-1), sorted=True, return_inverse=True)
-    return u, inv.view(off.shape[0], uc.shape[0])
+    return u, inv.view(off.shape[0], a.shape[0])
+
+
+def _dilate(centres: Tensor, k: int, strides: tuple[int, int, int]) -> tuple[Tensor, list[Tensor]]:
+    """Union of the ``(2k+1)^3`` neighbourhoods of the sorted unique ``centres`` keys.
+
+    Done one axis at a time (z, then y, then x: three merges of ``2k+1`` shifted copies,
+    cheaper than one merge of ``(2k+1)^3``). Returns the sorted voxel keys and the inverse
+    maps ``[inv_z, inv_y, inv_x]`` (each ``[2k+1, n_prev]``): the voxel of centre ``u`` at
+    offset ``(i, j, l)`` is ``inv_x[i, inv_y[j, inv_z[l, u]]]``.
+    """
+    union = _union_cpu if centres.device.type == "cpu" else _union_torch
+    r = torch.arange(-k, k + 1, device=centres.device)
+    keys, invs = centres, []
+    for stride in reversed(strides):
+        keys, inv = union(keys, r * stride)
+        invs.append(inv)
+    return keys, invs
 
 
 def _sort_keys(keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -102,6 +135,123 @@ def _sort_keys(keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     new = torch.ones_like(sk, dtype=torch.bool)
     new[1:] = sk[1:] != sk[:-1]
     return order, sk[new], torch.cumsum(new, 0) - 1
+
+
+@dataclass
+class Coalesced:
+    """Voxel charges before decoding: int64 ``keys`` (sorted), ``charge``, ``dominant``, and
+    the grid (``lo`` offset, ``dims``) needed to decode keys into ``(event, ix, iy, iz)``.
+
+    Decoding is deferred so a caller that drops voxels (the threshold) decodes only the
+    survivors."""
+
+    keys: Tensor
+    charge: Tensor
+    dominant: Tensor
+    lo: Tensor
+    dims: tuple[int, int, int]
+
+    def decode(self, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(coords [M, 3] int64, event [M])`` of all voxels, or of ``keep`` (a mask)."""
+        keys = self.keys if keep is None else self.keys[keep]
+        dx, dy, dz = self.dims
+        iz = keys % dz
+        rest = keys // dz
+        iy = rest % dy
+        rest = rest // dy
+        coords = torch.stack([rest % dx, iy, iz], dim=1) + self.lo
+        return coords, rest // dx
+
+
+def coalesce(
+    pos: Tensor,
+    sigma: Tensor,
+    charge: Tensor,
+    event: Tensor,
+    pitch: float = 0.3,
+    k: int | None = None,
+    chunk: int = 1 << 15,
+) -> Coalesced:
+    """The work of :func:`voxelize` without decoding the keys (see there).
+
+    Contributions are formed and scattered ``chunk`` deposits at a time so the
+    ``(2k+1)^3``-fold temporaries stay cache-sized (fresh large allocations dominate the cost
+    on CPU otherwise); the loop is over chunks, never over deposits.
+    """
+    n = pos.shape[0]
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise ValueError(f"pos must have shape [N, 3], got {tuple(pos.shape)}")
+    if sigma.shape != pos.shape:
+        raise ValueError(f"sigma must have shape {tuple(pos.shape)}, got {tuple(sigma.shape)}")
+    if charge.shape != (n,):
+        raise ValueError(f"charge must have shape [{n}], got {tuple(charge.shape)}")
+    if event.shape != (n,) or event.dtype != torch.int64:
+        raise ValueError(f"event must be an int64 tensor of shape [{n}]")
+    if not pitch > 0:
+        raise ValueError(f"pitch must be > 0, got {pitch}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    dev, dtype = pos.device, pos.dtype
+    if n == 0:
+        z = torch.zeros(0, dtype=torch.int64, device=dev)
+        lo0 = torch.zeros(3, dtype=torch.int64, device=dev)
+        return Coalesced(z, charge.new_zeros(0), z, lo0, (1, 1, 1))
+    if not bool(torch.isfinite(pos.detach()).all()):
+        raise ValueError("pos must be finite")
+    if not bool((sigma.detach() > 0).all()) or not bool(torch.isfinite(sigma.detach()).all()):
+        raise ValueError("sigma must be finite and > 0")
+    if k is None:
+        k = neighbourhood_size(float(sigma.detach().max()), pitch)
+    elif int(k) < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    k = int(k)
+    width = 2 * k + 1
+
+    # --- integer keys of the centre voxels, in a bounding box padded by k
+    cell = torch.floor(pos.detach() / pitch).to(torch.int64)
+    lo = cell.min(0).values - k
+    dims = tuple(int(d) for d in (cell.max(0).values + k - lo + 1).tolist())
+    n_ev = int(event.max()) + 1
+    if n_ev * dims[0] * dims[1] * dims[2] >= _MAX_KEY:
+        raise ValueError("positions span too many voxels to key in int64 (check pos/pitch)")
+    rel = cell - lo
+    keys = ((event * dims[0] + rel[:, 0]) * dims[1] + rel[:, 1]) * dims[2] + rel[:, 2]
+
+    # --- deposits in key order (nearly sequential scatters); union of the neighbourhoods
+    order, uc, grp = _sort_keys(keys)
+    vkeys, (inv_z, inv_y, inv_x) = _dilate(uc, k, (dims[1] * dims[2], dims[2], 1))
+    m = vkeys.shape[0]
+
+    # --- contributions [width (x), width (y), width (z), chunk], chunk by chunk
+    q = torch.zeros(m, dtype=dtype, device=dev)
+    best = torch.full((m,), -1, dtype=torch.int64, device=dev)
+    pieces = zip(
+        torch.split(pos[order], chunk),
+        torch.split(sigma[order], chunk),
+        torch.split(charge[order], chunk),
+        torch.split(cell[order], chunk),
+        torch.split(grp, chunk),
+        torch.split(order, chunk),
+        strict=True,
+    )
+    for pos_c, sigma_c, charge_c, cell_c, grp_c, idx_c in pieces:
+        c = pos_c.shape[0]
+        w = axis_weights(pos_c, sigma_c, cell_c, k, pitch).permute(1, 2, 0)  # [3, width, c]
+        contrib = ((w[0] * charge_c).view(width, 1, 1, c) * w[1].view(1, width, 1, c)) * w[2].view(
+            1, 1, width, c
+        )
+        contrib = contrib.reshape(-1)
+        vid = inv_z.index_select(1, grp_c)  # [width (z), c]
+        vid = inv_y.index_select(1, vid.reshape(-1))  # [width (y), width (z) * c]
+        vid = inv_x.index_select(1, vid.reshape(-1)).reshape(-1)  # same layout as contrib
+        q.index_add_(0, vid, contrib)
+        # dominant deposit: float32 bits of the non-negative contribution in the high word,
+        # the deposit index in the low word; one scatter-max picks the largest contribution.
+        c32 = torch.clamp_min(contrib.detach().to(torch.float32), 0.0).add_(0.0)  # -0 -> +0
+        packed = c32.view(torch.int32).to(torch.int64).bitwise_left_shift_(32)
+        packed.view(-1, c).bitwise_or_(idx_c)
+        best.scatter_reduce_(0, vid, packed, reduce="amax")
+    return Coalesced(vkeys, q, best & 0xFFFFFFFF, lo, dims)
 
 
 def voxelize(
@@ -121,80 +271,9 @@ def voxelize(
     deposit with the largest contribution to each voxel (contributions compared in float32;
     exact ties go to the higher deposit index).
     """
-    n = pos.shape[0]
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"pos must have shape [N, 3], got {tuple(pos.shape)}")
-    if sigma.shape != pos.shape:
-        raise ValueError(f"sigma must have shape {tuple(pos.shape)}, got {tuple(sigma.shape)}")
-    if charge.shape != (n,):
-        raise ValueError(f"charge must have shape [{n}], got {tuple(charge.shape)}")
-    if event.shape != (n,) or event.dtype != torch.int64:
-        raise ValueError(f"event must be an int64 tensor of shape [{n}]")
-    if not pitch > 0:
-        raise ValueError(f"pitch must be > 0, got {pitch}")
-    dev, dtype = pos.device, pos.dtype
-    if n == 0:
-        return Voxels(
-            torch.zeros((0, 3), dtype=torch.int64, device=dev),
-            torch.zeros(0, dtype=torch.int64, device=dev),
-            charge.new_zeros(0),
-            torch.zeros(0, dtype=torch.int64, device=dev),
-        )
-    if bool((sigma.detach() <= 0).any()):
-        raise ValueError("sigma must be > 0")
-    if k is None:
-        k = neighbourhood_size(float(sigma.detach().max()), pitch)
-    elif int(k) < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    k = int(k)
-    width = 2 * k + 1
-
-    # --- integer keys of the centre voxels, in a bounding box padded by k
-    cell = torch.floor(pos.detach() / pitch).to(torch.int64)
-    lo = cell.min(0).values - k
-    dims = (cell.max(0).values + k - lo + 1).tolist()
-    n_ev = int(event.max()) + 1
-    if n_ev * dims[0] * dims[1] * dims[2] >= _MAX_KEY:
-        raise ValueError("positions span too many voxels to key in int64 (check pos/pitch)")
-    rel = cell - lo
-    keys = ((event * dims[0] + rel[:, 0]) * dims[1] + rel[:, 1]) * dims[2] + rel[:, 2]
-
-    # --- process deposits in key order (nearly sequential scatters), unique centres
-    order, uc, grp = _sort_keys(keys)
-    pos_s, sigma_s, charge_s, cell_s = pos[order], sigma[order], charge[order], cell[order]
-    r = torch.arange(-k, k + 1, device=dev)
-    off = (r.view(-1, 1, 1) * dims[1] + r.view(1, -1, 1)) * dims[2] + r.view(1, 1, -1)
-    off = off.reshape(-1)  # [width^3], x-major like the contributions below
-    union = _union_cpu if dev.type == "cpu" else _union_torch
-    vkeys, inv = union(uc, off)  # [M], [width^3, U]
-    vid = inv[:, grp].reshape(-1)  # [width^3 * N], offset-major
-
-    # --- separable weights -> contributions [width^3, N]
-    w = axis_weights(pos_s, sigma_s, cell_s, k, pitch).transpose(0, 1)  # [3, N, width]
-    wx, wy, wz = (w[a].transpose(0, 1) for a in range(3))  # [width, N]
-    contrib = (wx * charge_s).view(width, 1, 1, n) * wy.view(1, width, 1, n)
-    contrib = (contrib * wz.view(1, 1, width, n)).reshape(-1)
-    m = vkeys.shape[0]
-    q = torch.zeros(m, dtype=dtype, device=dev).index_add(0, vid, contrib)
-
-    # --- dominant deposit: float32 bits of the (non-negative) contribution in the high word,
-    # the deposit index in the low word, one scatter-max.
-    c32 = contrib.detach().to(torch.float32).clamp_min(0.0) + 0.0  # +0.0 turns -0.0 into 0.0
-    bits = c32.view(torch.int32).to(torch.int64)
-    packed = (bits.view(-1, n) << 32) | order.view(1, n)
-    best = torch.full((m,), -1, dtype=torch.int64, device=dev)
-    best.scatter_reduce_(0, vid, packed.reshape(-1), reduce="amax")
-    dominant = best & 0xFFFFFFFF
-
-    # --- decode keys
-    iz = vkeys % dims[2]
-    rest = vkeys // dims[2]
-    iy = rest % dims[1]
-    rest = rest // dims[1]
-    ix = rest % dims[0]
-    ev = rest // dims[0]
-    coords = torch.stack([ix, iy, iz], dim=1) + lo
-    return Voxels(coords, ev, q, dominant)
+    c = coalesce(pos, sigma, charge, event, pitch, k)
+    coords, ev = c.decode()
+    return Voxels(coords, ev, c.charge, c.dominant)
 
 
 def readout(
