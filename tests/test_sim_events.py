@@ -14,10 +14,9 @@ from larchain.core import constants as C
 from larchain.core.config import validate_schema
 from larchain.sim import rng, storage
 from larchain.sim import truth as T
-from larchain.sim.build import build_sample
+from larchain.sim.build import build_sample, setup_from_config
 from larchain.sim.generator import generate_event
 from larchain.sim.simulate import simulate_events
-from larchain.sim.build import setup_from_config
 from larchain.sim.transport import (
     ELECTRON_DENSITY,
     DepositList,
