@@ -9,6 +9,8 @@ SplitMix64, two rounds). Nothing depends on how particles are batched.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -34,10 +36,34 @@ def derive(keys: np.ndarray | int, *tags: int | np.ndarray) -> np.ndarray:
     return k
 
 
+_MASK = (1 << 64) - 1
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _tag(counter: int, stream: int) -> np.uint64:
+    """SplitMix64 of (counter, stream) in Python integers (no array overhead)."""
+    z = ((counter << 16) + stream + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return np.uint64(z ^ (z >> 31))
+
+
+def _mix_array(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on a uint64 array (array arithmetic wraps silently)."""
+    z = z + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
 def uniform(keys: np.ndarray, counter: int | np.ndarray, stream: int = 0) -> np.ndarray:
     """Uniform numbers in the open interval (0, 1), one per key."""
-    tag = np.asarray(counter, dtype=np.int64).astype(np.uint64) * np.uint64(1 << 16)
-    z = splitmix64(np.asarray(keys, dtype=np.uint64) ^ splitmix64(tag + np.uint64(stream)))
+    keys = np.atleast_1d(np.asarray(keys, dtype=np.uint64))
+    if isinstance(counter, (int, np.integer)):
+        z = _mix_array(keys ^ _tag(int(counter), int(stream)))
+    else:
+        tag = np.asarray(counter, dtype=np.int64).astype(np.uint64) * np.uint64(1 << 16)
+        z = _mix_array(keys ^ splitmix64(tag + np.uint64(stream)))
     return ((z >> np.uint64(11)).astype(np.float64) + 0.5) / _TWO53
 
 
@@ -52,3 +78,11 @@ def event_key(seed: int, event_index: int) -> int:
     """The root key of one event, from the config's seed and the global event index."""
     state = np.random.SeedSequence([int(seed), int(event_index)]).generate_state(1, np.uint64)
     return int(state[0])
+
+
+def normal_pair(keys: np.ndarray, counter: int | np.ndarray, stream: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent standard normals per key (both Box-Muller outputs)."""
+    r = np.sqrt(-2.0 * np.log(uniform(keys, counter, 2 * stream + 2000)))
+    phi = 2.0 * np.pi * uniform(keys, counter, 2 * stream + 2001)
+    return r * np.cos(phi), r * np.sin(phi)

@@ -46,13 +46,15 @@ def _dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
         rows = max(1, min(len(data), 65536 // max(1, data[0].size)))
         kwargs.update(chunks=(rows, *data.shape[1:]), compression="gzip", compression_opts=4,
                       shuffle=True)
-    group.create_dataset(name, data=data, **kwargs)
+    # flush now: otherwise compressed chunks are allocated when the chunk cache is emptied,
+    # in an order that varies from run to run, and the same data give different bytes
+    group.create_dataset(name, data=data, **kwargs).flush()
 
 
 def write_shard(path: str | Path, records: Sequence[dict[str, Any]], attrs: dict[str, Any]
                 ) -> None:
     """Write one shard (records from :func:`larchain.sim.simulate.simulate_events`)."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True, libver="latest") as f:
         for k, v in {**attrs, "schema_version": SCHEMA_VERSION, "n_events": len(records),
                      "semantic_classes": list(T.SEMANTIC_CLASSES),
                      "particle_types": list(T.PARTICLE_TYPES),

@@ -38,7 +38,7 @@ import numpy as np
 from larchain.core import constants as C
 from larchain.sim import rng
 from larchain.sim import truth as T
-from larchain.sim.stopping import RangeTable, highland_theta0
+from larchain.sim.stopping import RangeTable
 
 ME = C.MASS_MEV["electron"]
 #: Bethe-Bloch constant K = 4 pi N_A r_e^2 m_e c^2 [MeV cm^2/mol] (PDG).
@@ -115,10 +115,15 @@ def _exit_distance(pos: np.ndarray, d: np.ndarray, size: np.ndarray) -> np.ndarr
 
 
 def _perpendicular_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a = np.where(np.abs(d[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
-    e1 = np.cross(d, a)
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    return e1, np.cross(d, e1)
+    """Two unit vectors perpendicular to the unit vectors ``d`` and to each other."""
+    dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
+    use_x = np.abs(dx) < 0.9  # e1 = d x (1,0,0), else d x (0,1,0)
+    e1 = np.stack([np.where(use_x, 0.0, -dz), np.where(use_x, dz, 0.0),
+                   np.where(use_x, -dy, dx)], axis=1)
+    e1 /= np.sqrt((e1 * e1).sum(axis=1, keepdims=True))
+    a, b, c = e1[:, 0], e1[:, 1], e1[:, 2]
+    e2 = np.stack([dy * c - dz * b, dz * a - dx * c, dx * b - dy * a], axis=1)
+    return e1, e2
 
 
 def rotate(d: np.ndarray, cos_t: np.ndarray, phi: np.ndarray) -> np.ndarray:
@@ -128,7 +133,7 @@ def rotate(d: np.ndarray, cos_t: np.ndarray, phi: np.ndarray) -> np.ndarray:
     out = cos_t[:, None] * d + sin_t[:, None] * (
         np.cos(phi)[:, None] * e1 + np.sin(phi)[:, None] * e2
     )
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.sqrt((out * out).sum(axis=1, keepdims=True))
 
 
 def isotropic(keys: np.ndarray, counter: int | np.ndarray, stream: int) -> np.ndarray:
@@ -181,13 +186,69 @@ def _sample_compton(keys: np.ndarray, n: np.ndarray, e: np.ndarray) -> tuple[np.
     return eps, onecost
 
 
+class _StepTables:
+    """All charged species' CSDA tables stacked, for one lookup per step whatever the mix of
+    species (the RangeTables share one log-spaced energy grid)."""
+
+    def __init__(self) -> None:
+        tables = [RangeTable.for_particle(T.STOPPING_NAME.get(s, "electron"))
+                  for s in range(len(T.SPECIES))]
+        lt = tables[0]._lt
+        for t in tables:
+            if not np.array_equal(t._lt, lt):
+                raise RuntimeError("range tables must share one energy grid")
+        self.lt = lt
+        self.n = len(lt)
+        self.lt0 = lt[0]
+        self.inv_dlt = (self.n - 1) / (lt[-1] - lt[0])
+        self.lr = np.stack([t._lr for t in tables])  # [species, n]
+        span = self.lr.max() - self.lr.min() + 1.0
+        self.offset = span * np.arange(len(tables))
+        self.lr_flat = (self.lr + self.offset[:, None]).ravel()
+        self.mass = np.array([C.MASS_MEV["photon"], ME, ME, C.MASS_MEV["muon"],
+                              C.MASS_MEV["pion"], C.MASS_MEV["proton"]])
+
+    def range_cm(self, species: np.ndarray, t: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            lt = np.log(t)
+        lt = np.where(t > 0, lt, self.lt0)
+        i = np.clip(((lt - self.lt0) * self.inv_dlt).astype(np.int64) + 1, 1, self.n - 1)
+        base = species * self.n
+        x0, x1 = self.lt[i - 1], self.lt[i]
+        y0, y1 = self.lr.ravel()[base + i - 1], self.lr.ravel()[base + i]
+        r = np.exp(y0 + (lt - x0) * ((y1 - y0) / (x1 - x0)))
+        return np.where(t > 0, r, 0.0)
+
+    def kinetic_at_range(self, species: np.ndarray, r: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            lr = np.log(r)
+        base = species * self.n
+        lr = np.where(r > 0, lr, self.lr.min())
+        key = lr + self.offset[species]
+        i = np.clip(np.searchsorted(self.lr_flat, key) - base, 1, self.n - 1)
+        x0, x1 = self.lr.ravel()[base + i - 1], self.lr.ravel()[base + i]
+        y0, y1 = self.lt[i - 1], self.lt[i]
+        t = np.exp(y0 + (lr - x0) * ((y1 - y0) / (x1 - x0)))
+        return np.where(r > 0, t, 0.0)
+
+    def highland(self, species: np.ndarray, t: np.ndarray, ds: np.ndarray) -> np.ndarray:
+        """Highland width of one step, its log term ln(x / (X0 beta^2)) taken at x = X0."""
+        m = self.mass[species]
+        p = np.sqrt(t * (t + 2 * m))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            beta2 = p * p / np.maximum((t + m) ** 2, 1e-300)
+            th = 13.6 * (t + m) / np.maximum(p * p, 1e-300) * np.sqrt(ds / C.RADIATION_LENGTH_CM)
+            th = th * np.maximum(1.0 - 0.038 * np.log(beta2), 0.0)
+        return np.where(t > 0, th, np.inf)
+
+
 class Transport:
     """Transports every object of a :class:`TrackTable`, generation by generation."""
 
     def __init__(self, settings: TransportSettings) -> None:
         self.s = settings
         self.size = np.asarray(settings.size, dtype=np.float64)
-        self.tables = {sp: RangeTable.for_particle(name) for sp, name in T.STOPPING_NAME.items()}
+        self.tables = _StepTables()
 
     # ------------------------------------------------------------------ driver
     def run(self, table: T.TrackTable, rows: np.ndarray, deposits: DepositList) -> None:
@@ -234,19 +295,12 @@ class Transport:
         for n in range(s.max_steps):
             if len(row) == 0:
                 break
-            rng_r = np.empty(len(row))
-            for sp in np.unique(species):
-                m = species == sp
-                rng_r[m] = self.tables[int(sp)].range_cm(ke[m])
+            rng_r = self.tables.range_cm(species, ke)
             ds = np.minimum(s.step, rng_r)
             exit_d = _exit_distance(pos, d, self.size)
             leaving = exit_d <= ds
             ds = np.minimum(ds, exit_d)
-            t_after = np.empty(len(row))
-            for sp in np.unique(species):
-                m = species == sp
-                t_after[m] = self.tables[int(sp)].kinetic_at_range(
-                    np.maximum(rng_r[m] - ds[m], 0.0))
+            t_after = self.tables.kinetic_at_range(species, np.maximum(rng_r - ds, 0.0))
             t_after = np.minimum(t_after, ke)
             local = ke - t_after
             new_ke = t_after.copy()
@@ -267,14 +321,9 @@ class Transport:
             deposits.add(pos + 0.5 * ds[:, None] * d, local, ds, t, row)
             pos = pos + ds[:, None] * d
             # multiple scattering
-            theta0 = np.zeros(len(row))
-            for sp in np.unique(species):
-                m = species == sp
-                theta0[m] = highland_theta0(ke[m], T.STOPPING_NAME[int(sp)],
-                                            np.maximum(ds[m], 1e-9),
-                                            log_path_cm=C.RADIATION_LENGTH_CM)
-            tx = theta0 * rng.normal(keys, n, _S_MCS)
-            ty = theta0 * rng.normal(keys, n, _S_MCS + 1)
+            theta0 = self.tables.highland(species, ke, ds)
+            zx, zy = rng.normal_pair(keys, n, _S_MCS)
+            tx, ty = theta0 * zx, theta0 * zy
             theta = np.minimum(np.hypot(tx, ty), np.pi)
             d = rotate(d, np.cos(theta), np.arctan2(ty, tx))
             ke = new_ke
