@@ -3,8 +3,9 @@ labels + HDF5), on a Dask LocalCluster of N single-threaded workers.
 
     python benchmarks/sim_event_rate.py --events 128 --workers 2
 
-Prints events/s, voxels/event, the split between transport and response (one worker, in
-process), and the ratio to the target (100 events/s on 2 CPU cores).
+Prints events/s, voxels/event, the share of the detector response (one worker, in process),
+the ratio to a baseline measured in the same run (the same events one at a time, no
+batching of the transport) and to the target (100 events/s on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -59,8 +60,18 @@ def main() -> None:
     total = time.perf_counter() - t
     S.detector_response = orig
     vox = np.mean([len(e["voxels"]["charge"]) for e in res["events"]])
-    print(f"one worker, {args.per_shard} events: {args.per_shard / total:.1f} events/s; "
+    batched = args.per_shard / total
+    print(f"one worker, {args.per_shard} events batched: {batched:.1f} events/s; "
           f"{vox:.0f} voxels/event; response {spent['response'] / total:.0%} of the time")
+    # baseline in the same run: the same physics one event at a time (no batching)
+    n_base = min(16, args.per_shard)
+    t = time.perf_counter()
+    for e in range(n_base):
+        simulate_events(setup, [e], lambda e, i, o: generate_event(
+            cfg["simulation"], size, setup.seed, e, i, o))
+    single = n_base / (time.perf_counter() - t)
+    print(f"baseline, one event at a time: {single:.1f} events/s; batching gains "
+          f"x{batched / single:.2f}")
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         idx = build_sample(cfg, "simulation", d, visibility_dir=None, n_detectors=n_det,

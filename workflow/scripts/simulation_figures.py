@@ -30,7 +30,9 @@ def main(smk) -> None:  # noqa: ANN001
             continue
         stopping[sample] = [ds.raw(i)["deposits"] for i in range(len(ds))]
     plots.dedx_residual_range(stopping, smk.output.dedx)
-    deposits = next((v[0] for v in stopping.values() if v), None)
+    steps = [d for v in stopping.values() for d in v]
+    deposits = ({k: np.concatenate([d[k] for d in steps]) for k in ("de", "dx")}
+                if steps else None)
     plots.recombination_curve(smk.params.tpc, smk.output.recombination, deposits)
     summary = {
         "events": len(events),

@@ -105,7 +105,7 @@ def recombination_curve(tpc: Mapping[str, Any], path: str | Path,
         ok = deposits["dx"] > 0.05
         d = torch.as_tensor(deposits["de"][ok] / deposits["dx"][ok], dtype=torch.float64)
         r = recombination(d, field, params, tpc["recombination"])
-        ax.scatter(d[::7], r[::7], s=2, c="k", alpha=0.3, label="control-sample steps")
+        ax.scatter(d, r, s=3, c="k", alpha=0.15, label="stopping-track steps (control)")
     ax.axvline(C.MIP_DEDX_MEV_CM, color="0.6", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("dE/dx [MeV/cm]")
