@@ -122,11 +122,12 @@ def _one_event(setup: SimulationSetup, event_index: int, local: int, tab: dict,
                visibility: Any) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(hashrng.event_key(setup.seed, event_index) >> 1)
     n = len(dep["de"])
+    # production runs the response in float32 (1.5x faster; fits use float64)
     deposits = Deposits(
-        pos=torch.as_tensor(dep["pos"], dtype=torch.float64).reshape(n, 3),
-        de=torch.as_tensor(dep["de"], dtype=torch.float64),
-        dx=torch.as_tensor(np.maximum(dep["dx"], 1e-6), dtype=torch.float64),
-        t0=torch.as_tensor(dep["time"], dtype=torch.float64),
+        pos=torch.as_tensor(dep["pos"], dtype=torch.float32).reshape(n, 3),
+        de=torch.as_tensor(dep["de"], dtype=torch.float32),
+        dx=torch.as_tensor(np.maximum(dep["dx"], 1e-6), dtype=torch.float32),
+        t0=torch.as_tensor(dep["time"], dtype=torch.float32),
         event=torch.zeros(n, dtype=torch.int64),
         n_events=1,
     )
