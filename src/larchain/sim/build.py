@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -121,7 +120,3 @@ def build_sample(config: Mapping[str, Any], section: str, out_dir: str | Path, *
                                                           "sha256")})
     write_json_atomic(out_dir / "index.json", index)
     return index
-
-
-def index_json(index: Mapping[str, Any]) -> str:
-    return json.dumps(index, indent=1, sort_keys=True)

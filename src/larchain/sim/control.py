@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from larchain.sim import truth as T
-from larchain.sim.generator import Primaries, _log_uniform
+from larchain.sim.generator import Primaries, log_uniform
 from larchain.sim.stopping import RangeTable
 
 SAMPLES = ("crossing_muons", "stopping_muons", "stopping_protons")
@@ -35,7 +35,7 @@ def control_event(sample: str, cfg: Mapping[str, Any], size: np.ndarray, seed: i
         entry = np.array([1e-6, *g.uniform(lo[1:], hi[1:])])
         exit_ = np.array([size[0] - 1e-6, *g.uniform(lo[1:], hi[1:])])
         d = (exit_ - entry) / np.linalg.norm(exit_ - entry)
-        energy = _log_uniform(g, cfg["crossing_energy"])
+        energy = log_uniform(g, cfg["crossing_energy"])
         out.add(local, 0, T.MUON, entry, d, energy, time=t0)
         vertex = entry
     else:
@@ -45,7 +45,7 @@ def control_event(sample: str, cfg: Mapping[str, Any], size: np.ndarray, seed: i
         cos_t, phi = g.uniform(-1, 1), g.uniform(0, 2 * np.pi)
         s = np.sqrt(1 - cos_t**2)
         d = np.array([s * np.cos(phi), s * np.sin(phi), cos_t])
-        energy = _log_uniform(g, cfg[f"{sample[:-1]}_energy"])
+        energy = log_uniform(g, cfg[f"{sample[:-1]}_energy"])
         # the track must start inside: shorten it to the room behind the end point
         with np.errstate(divide="ignore", invalid="ignore"):
             back = np.where(d > 0, (end - lo) / d, np.where(d < 0, (end - hi) / d, np.inf))

@@ -24,7 +24,8 @@ from larchain.sim import truth as T
 PI0_MASS = 134.9768
 
 
-def _log_uniform(g: np.random.Generator, lo_hi: list[float], n: int | None = None):  # noqa: ANN202
+def log_uniform(g: np.random.Generator, lo_hi: list[float], n: int | None = None):  # noqa: ANN201
+    """Energies log-uniform in [lo, hi] (one, or ``n`` of them)."""
     lo, hi = float(lo_hi[0]), float(lo_hi[1])
     return np.exp(g.uniform(np.log(lo), np.log(hi), n))
 
@@ -94,14 +95,14 @@ def neutrino_interaction(g: np.random.Generator, cfg: Mapping[str, Any], vertex:
         species = T.MUON if lepton == "muon" else T.ELECTRON
         d = _forward(g, 1, float(cfg["lepton_min_cos"]))[0]
         out.add(event, interaction, species, vertex, d,
-                _log_uniform(g, cfg[f"{lepton}_energy"]))
+                log_uniform(g, cfg[f"{lepton}_energy"]))
     for name, species in (("protons", T.PROTON), ("pions", T.PION)):
         n = g.poisson(cfg[name]["mean"])
-        for d, e in zip(_isotropic(g, n), _log_uniform(g, cfg[name]["energy"], n), strict=True):
+        for d, e in zip(_isotropic(g, n), log_uniform(g, cfg[name]["energy"], n), strict=True):
             out.add(event, interaction, species, vertex, d, e)
     # pi0 -> gamma gamma: isotropic decay in the pi0 rest frame, boosted
     for _ in range(g.poisson(cfg["pi0"]["mean"])):
-        t_pi = _log_uniform(g, cfg["pi0"]["energy"])
+        t_pi = log_uniform(g, cfg["pi0"]["energy"])
         e_pi = t_pi + PI0_MASS
         p_pi = np.sqrt(e_pi**2 - PI0_MASS**2)
         axis = _isotropic(g, 1)[0]
@@ -117,7 +118,7 @@ def neutrino_interaction(g: np.random.Generator, cfg: Mapping[str, Any], vertex:
             k_lab = k_perp + gam * (k_par + beta * half) * axis
             out.add(event, interaction, T.PHOTON, vertex, k_lab / np.linalg.norm(k_lab), e_lab)
     n = g.poisson(cfg["deexcitation_photons"]["mean"])
-    for d, e in zip(_isotropic(g, n), _log_uniform(g, cfg["deexcitation_photons"]["energy"], n),
+    for d, e in zip(_isotropic(g, n), log_uniform(g, cfg["deexcitation_photons"]["energy"], n),
                     strict=True):
         out.add(event, interaction, T.PHOTON, vertex, d, e, semantic=T.LOW_ENERGY)
 
@@ -130,7 +131,7 @@ def cosmic_muon(g: np.random.Generator, cfg: Mapping[str, Any], size: np.ndarray
     s = np.sqrt(1 - cos_z**2)
     d = np.array([s * np.cos(phi), -cos_z, s * np.sin(phi)])
     start = np.array([g.uniform(0, size[0]), size[1] * (1 - 1e-9), g.uniform(0, size[2])])
-    out.add(event, interaction, T.MUON, start, d, _log_uniform(g, cfg["energy"]))
+    out.add(event, interaction, T.MUON, start, d, log_uniform(g, cfg["energy"]))
     return start
 
 

@@ -68,9 +68,7 @@ def write_shard(path: str | Path, records: Sequence[dict[str, Any]], attrs: dict
                 continue
             if len(present) != len(records):
                 raise ValueError(f"table {table!r} present in some events only")
-            first = next(iter(present[0].values()))
             counts = [len(next(iter(r.values()))) for r in present]
-            del first
             _dataset(ev, _OFFSET[table], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
             g = f.create_group(table)
             for col in present[0]:
