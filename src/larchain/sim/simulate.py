@@ -141,27 +141,26 @@ def _one_event(setup: SimulationSetup, event_index: int, local: int, tab: dict,
     # truth labels of the voxel = those of the object that deposited most of its charge
     ev_rows = np.flatnonzero(tab["event"] == local)
     group_new, group_rows = _renumber(tab["group"][ev_rows])
-    group_of_row = dict(zip(ev_rows.tolist(), group_new.tolist(), strict=True))
     frag_new, _ = _renumber(tab["fragment"][ev_rows])
-    frag_of_row = dict(zip(ev_rows.tolist(), frag_new.tolist(), strict=True))
     root_species = tab["species"][group_rows]
-    vox_group = np.array([group_of_row[r] for r in row], dtype=np.int32)
+    at = np.searchsorted(ev_rows, row)  # position of each voxel's row among the event's rows
+    vox_group = group_new[at].astype(np.int32)
     voxels = {
         "coords": coords.astype(np.int32),
         "charge": charge.astype(np.float32),
         "semantic": tab["semantic"][row].astype(np.int8),
-        "fragment": np.array([frag_of_row[r] for r in row], dtype=np.int32),
+        "fragment": frag_new[at].astype(np.int32),
         "particle": vox_group,
         "interaction": tab["interaction"][row].astype(np.int32),
         "particle_type": T.TYPE_OF_SPECIES[root_species][vox_group].astype(np.int8),
         "primary": tab["primary"][group_rows][vox_group].astype(np.int8),
     }
     # per particle (group) truth
-    dep_group = np.array([group_of_row[r] for r in dep["row"]], dtype=np.int64)
+    dep_group = group_new[np.searchsorted(ev_rows, dep["row"])]
     n_groups = len(group_rows)
     root_parent = tab["parent"][group_rows]
-    parent_group = np.array([group_of_row.get(int(p), -1) if p >= 0 else -1
-                             for p in root_parent], dtype=np.int32)
+    parent_group = np.where(root_parent >= 0, group_new[np.searchsorted(
+        ev_rows, np.maximum(root_parent, 0))], -1).astype(np.int32)
     e_root = tab["energy"][group_rows]
     m_root = np.array([C.MASS_MEV[T.SPECIES[s] if T.SPECIES[s] != "positron" else "electron"]
                        for s in root_species])
