@@ -3,6 +3,7 @@
 #   lut     photon visibility look-up table (optical Monte Carlo)  workflow/rules/lut.smk
 #   siren   neural surrogate of the LUT, and its evaluation        workflow/rules/siren.smk
 #   sim     labelled events and calibration control samples        workflow/rules/simulation.smk
+#   reco    UResNet segmentation + point proposals: train, infer, eval workflow/rules/reco.smk
 #
 # Every stage writes results/<stage>/<id>/ where <id> hashes the config keys it reads,
 # its upstream ids and its code version (see src/larchain/core/artifacts.py).
@@ -23,6 +24,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/lut.smk"
 include: "workflow/rules/siren.smk"
 include: "workflow/rules/simulation.smk"
+include: "workflow/rules/reco.smk"
 
 
 rule all:
@@ -31,3 +33,4 @@ rule all:
         LUT_OUTPUTS,
         rules.siren_eval.output,
         rules.simulation_figures.output,
+        rules.reco_eval.output,

@@ -84,6 +84,9 @@ CORPUS = [
     ("energy-range-one-number", _set(("simulation", "cosmics", "energy"), [5.0]), "energy"),
     ("unknown-visibility", _set(("simulation", "visibility"), "magic"), "visibility"),
     ("truth-not-a-tpc-key", _set(("control", "truth"), {"lifetim": 2.0}), "control.truth.lifetim"),
+    ("reco-zero-filters", _set(("reco", "filters"), 0), "filters"),
+    ("reco-threshold-above-one", _set(("reco", "infer"), {"score_threshold": 1.5}),
+     "score_threshold"),
     ("truth-negative", _set(("control", "truth"), {"lifetime": -2.0}), "control.truth.lifetime"),
     (
         "scheduler-address-wrong-type",

@@ -56,6 +56,9 @@ JOB_RULES = {
     "simulate",
     "simulate_control",
     "simulation_figures",
+    "reco_train",
+    "reco_infer",
+    "reco_eval",
 }
 
 # Fast status polling for seconds-long jobs. The profile keeps the plugin's defaults, sensible
@@ -480,6 +483,9 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
             "simulate": ("2", "4000M", "01:00:00"),
             "simulate_control": ("2", "4000M", "01:00:00"),
             "simulation_figures": ("1", "2000M", "00:30:00"),
+            "reco_train": ("1", "4000M", "02:00:00"),
+            "reco_infer": ("2", "4000M", "01:00:00"),
+            "reco_eval": ("1", "4000M", "00:30:00"),
         }[rule]
         assert job["NumCPUs"] == threads, (rule, job)
         assert job["MinMemoryNode"] == mem and job["TimeLimit"] == limit, (rule, job)
@@ -494,6 +500,8 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
         ("siren_eval", "evaluation.nc"),
         ("simulation", "events-00000.h5"),
         ("control", "crossing_muons-00000.h5"),
+        ("reco", "model.safetensors"),
+        ("reco_infer", "predictions-00000.h5"),
     ]:
         assert sum(rel.startswith(f"{stage}/") and rel.endswith(f"/{name}") for rel in a) == 1
     for rel in a:

@@ -72,6 +72,7 @@ def test_run_produces_a_verified_lut_artifact(run):
 
 
 SIM_RULES = {"simulate": 1, "simulate_control": 1, "simulation_figures": 1}
+RECO_RULES = {"reco_train": 1, "reco_infer": 1, "reco_eval": 1}
 
 
 def test_rerun_and_partial_reruns(run, tmp_path):
@@ -94,7 +95,7 @@ def test_rerun_and_partial_reruns(run, tmp_path):
     planned = jobs_planned(wd, write_yaml(tmp_path / "phys.yaml", phys))
     assert planned == {
         "lut_build": 1, "lut_figure": 1, "siren_train": 1, "siren_eval": 1,
-        **SIM_RULES, "all": 1,
+        **SIM_RULES, **RECO_RULES, "all": 1,
     }
     assert jobs_planned(wd, write_yaml(tmp_path / "revert.yaml", base)) == {}
     # a SIREN hyper-parameter leaves the LUT untouched: only SIREN and what depends on it
@@ -102,12 +103,12 @@ def test_rerun_and_partial_reruns(run, tmp_path):
     hyper = copy.deepcopy(base)
     hyper["siren"]["hidden_features"] = 12
     planned = jobs_planned(wd, write_yaml(tmp_path / "hyper.yaml", hyper))
-    assert planned == {"siren_train": 1, "siren_eval": 1, **SIM_RULES, "all": 1}
+    assert planned == {"siren_train": 1, "siren_eval": 1, **SIM_RULES, **RECO_RULES, "all": 1}
     # detector physics: new events and control samples; LUT and SIREN untouched
     tpc = copy.deepcopy(base)
     tpc["tpc"]["lifetime"] = 2000.0
     planned = jobs_planned(wd, write_yaml(tmp_path / "tpc.yaml", tpc))
-    assert planned == {**SIM_RULES, "all": 1}
+    assert planned == {**SIM_RULES, **RECO_RULES, "all": 1}
     # the control samples alone
     ctl = copy.deepcopy(base)
     ctl["control"]["stopping_protons"] = 5
@@ -118,6 +119,21 @@ def test_rerun_and_partial_reruns(run, tmp_path):
     sfig["simulation"]["figure"] = {"events": 1}
     planned = jobs_planned(wd, write_yaml(tmp_path / "sfig.yaml", sfig))
     assert planned == {"simulation_figures": 1, "all": 1}
+    # reconstruction: training options retrain; inference options re-infer; evaluation
+    # options re-evaluate only
+    for key, value, expected in (
+        (("reco", "epochs"), 3, RECO_RULES),
+        (("reco", "infer", "score_threshold"), 0.7, {"reco_infer": 1, "reco_eval": 1}),
+        (("reco", "eval", "point_within"), 2.0, {"reco_eval": 1}),
+        (("reco", "device"), "auto", {}),
+    ):
+        changed = copy.deepcopy(base)
+        node = changed
+        for k in key[:-1]:
+            node = node[k]
+        node[key[-1]] = value
+        planned = jobs_planned(wd, write_yaml(tmp_path / f"{key[-1]}.yaml", changed))
+        assert planned == ({**expected, "all": 1} if expected else {}), key
     # an evaluation option re-runs only the evaluation
     ev = copy.deepcopy(base)
     ev["siren_eval"]["threshold"] = 2e-6
@@ -162,7 +178,7 @@ def test_same_config_same_bytes_with_one_or_two_workers(run, tmp_path):
     siren = only(wd, "siren")
     again = tmp_path / "results" / "siren" / siren.name
     assert sha256(again / "model.safetensors") == sha256(siren / "model.safetensors")
-    for stage in ("simulation", "control"):
+    for stage in ("simulation", "control", "reco_infer"):
         art_dir = only(wd, stage)
         files = sorted(p.name for p in art_dir.glob("*.h5"))
         assert files
@@ -192,6 +208,25 @@ def test_simulation_artifacts(run):
         assert (sim / "figures" / fig).stat().st_size > 10_000
 
 
+def test_reco_artifacts(run):
+    """Model, predictions and evaluation chain to the events; metrics name every class and
+    hold the baseline next to the network."""
+    wd, _, _ = run
+    sim, reco = only(wd, "simulation"), only(wd, "reco")
+    infer, ev = only(wd, "reco_infer"), only(wd, "reco_eval")
+    assert json.loads((reco / "manifest.json").read_text())["upstream"] == {"simulation": sim.name}
+    assert json.loads((infer / "manifest.json").read_text())["upstream"] == {
+        "reco": reco.name, "simulation": sim.name}
+    metrics = json.loads((ev / "metrics.json").read_text())
+    for model in ("uresnet", "baseline_pca"):
+        assert set(metrics[model]["recall"]) == {
+            "shower", "track", "michel", "delta", "low_energy"}
+    assert metrics["events"] == json.loads((reco / "split.json").read_text())["holdout"]
+    assert metrics["ppn"]["true_points"] > 0
+    for fig in ("confusion.png", "prediction_display.png", "point_residuals.png"):
+        assert (ev / "figures" / fig).stat().st_size > 10_000
+
+
 def test_truncated_lut_is_detected_and_refused_downstream(run, tmp_path):
     wd, cfg, art = run
     copy_wd = tmp_path / "wd"
@@ -214,7 +249,8 @@ def test_report_contains_every_figure_with_its_caption(run):
     html = (wd / "report.html").read_text(errors="replace")
     for fig in ("visibility_slice.png", "comparison.png", "bias.png", "training.png",
                 "event_display.png", "class_fractions.png", "dedx_residual_range.png",
-                "recombination.png"):
+                "recombination.png", "confusion.png", "prediction_display.png",
+                "point_residuals.png"):
         assert fig in html
     for caption in ("Photon visibility", "relative bias", "SIREN training",
                     "semantic class", "residual range", "Recombination survival"):

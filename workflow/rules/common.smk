@@ -5,6 +5,7 @@ from larchain.core.config import check_config
 import larchain.lut
 import larchain.siren
 import larchain.sim
+import larchain.reco
 
 check_config(config)
 
@@ -58,3 +59,23 @@ CONTROL = artifact(
 def visibility_input(wildcards):
     """The visibility artifact's manifest (its directory holds the model), if any."""
     return {"visibility": f"{VISIBILITY.path}/manifest.json"} if VISIBILITY else {}
+
+
+reco = larchain.reco
+RECO = artifact(
+    "reco", reco.CONFIG_KEYS, reco.EXCLUDE_KEYS, reco.CODE_VERSION, {"simulation": SIM}
+)
+RECO_INFER = artifact(
+    "reco_infer",
+    ("reco.infer",),
+    (),
+    reco.CODE_VERSION,
+    {"reco": RECO, "simulation": SIM},
+)
+RECO_EVAL = artifact(
+    "reco_eval",
+    ("reco.eval",),
+    (),
+    reco.CODE_VERSION,
+    {"predictions": RECO_INFER, "simulation": SIM},
+)

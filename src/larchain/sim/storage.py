@@ -51,9 +51,14 @@ def _dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
     group.create_dataset(name, data=data, **kwargs).flush()
 
 
-def write_shard(path: str | Path, records: Sequence[dict[str, Any]], attrs: dict[str, Any]
-                ) -> None:
-    """Write one shard (records from :func:`larchain.sim.simulate.simulate_events`)."""
+def _offset_name(table: str) -> str:
+    return _OFFSET.get(table, f"{table}_offset")
+
+
+def write_shard(path: str | Path, records: Sequence[dict[str, Any]], attrs: dict[str, Any],
+                tables: Sequence[str] = TABLES) -> None:
+    """Write one shard (records from :func:`larchain.sim.simulate.simulate_events`, or any
+    per-event records of ``{table: {column: array}}`` for ``tables``, e.g. predictions)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True, libver="latest") as f:
         for k, v in {**attrs, "schema_version": SCHEMA_VERSION, "n_events": len(records),
                      "semantic_classes": list(T.SEMANTIC_CLASSES),
@@ -62,14 +67,15 @@ def write_shard(path: str | Path, records: Sequence[dict[str, Any]], attrs: dict
             f.attrs[k] = json.dumps(v) if isinstance(v, dict) else v
         ev = f.create_group("events")
         _dataset(ev, "index", np.array([r["index"] for r in records], dtype=np.int64))
-        for table in TABLES:
+        for table in tables:
             present = [r[table] for r in records if r.get(table) is not None]
             if not present:
                 continue
             if len(present) != len(records):
                 raise ValueError(f"table {table!r} present in some events only")
             counts = [len(next(iter(r.values()))) for r in present]
-            _dataset(ev, _OFFSET[table], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+            _dataset(ev, _offset_name(table),
+                     np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
             g = f.create_group(table)
             for col in present[0]:
                 _dataset(g, col, np.concatenate([r[col] for r in present]))
@@ -77,7 +83,8 @@ def write_shard(path: str | Path, records: Sequence[dict[str, Any]], attrs: dict
             if records and records[0].get(key) is not None:
                 _dataset(ev, key, np.stack([r[key] for r in records]).astype(np.float32))
         for key in ("deposited_energy", "escaped_energy"):
-            _dataset(ev, key, np.array([r[key] for r in records], dtype=np.float64))
+            if records and key in records[0]:
+                _dataset(ev, key, np.array([r[key] for r in records], dtype=np.float64))
 
 
 class EventFile:
@@ -95,8 +102,8 @@ class EventFile:
                                  f"{f.attrs.get('schema_version')!r}, expected {SCHEMA_VERSION}")
             self.n_events = int(f.attrs["n_events"])
             self.attrs = dict(f.attrs)
-            self.tables = [t for t in TABLES if t in f]
-            self.offsets = {t: f["events"][_OFFSET[t]][:] for t in self.tables}
+            self.tables = [t for t in f if t != "events"]
+            self.offsets = {t: f["events"][_offset_name(t)][:] for t in self.tables}
             self.index = f["events"]["index"][:]
         self._file: h5py.File | None = None
 

@@ -1,0 +1,123 @@
+"""Training of the UResNet + PPN on simulated events (seeded; held-out events by index)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from larchain.core.artifacts import atomic_path
+from larchain.reco.data import load_event, make_batch
+from larchain.reco.uresnet import (
+    UResNet,
+    class_weights,
+    n_parameters,
+    ppn_loss,
+    ppn_targets,
+    segmentation_loss,
+)
+
+MODEL_KEYS = ("filters", "depth", "reps")
+
+
+def split_events(n: int, holdout_fraction: float) -> tuple[list[int], list[int]]:
+    """Train / held-out event indices: every k-th event is held out (deterministic, spread
+    over the sample)."""
+    n_hold = max(1, int(round(n * holdout_fraction))) if n > 1 else 0
+    hold = sorted(set(np.linspace(0, n - 1, n_hold).round().astype(int).tolist())) if n_hold else []
+    train = [i for i in range(n) if i not in set(hold)]
+    return train, hold
+
+
+def build_model(cfg: Mapping[str, Any]) -> UResNet:
+    return UResNet(in_channels=1, num_classes=5, filters=int(cfg["filters"]),
+                   depth=int(cfg["depth"]), reps=int(cfg["reps"]))
+
+
+def _loss(model: UResNet, batch: dict[str, Any], weights: torch.Tensor, radius: float
+          ) -> tuple[torch.Tensor, float]:
+    """Segmentation + point-proposal loss of one batch, and its voxel accuracy."""
+    out = model(batch["input"])
+    seg = segmentation_loss(out["segmentation"], batch["semantic"], weights)
+    targets = ppn_targets(batch["input"].coords, batch["points"], radius)
+    ppn, _ = ppn_loss(out, targets)
+    correct = (out["segmentation"].argmax(1) == batch["semantic"]).float().mean().item()
+    return seg + ppn, correct
+
+
+def train_uresnet(dataset: Any, cfg: Mapping[str, Any], voxel_size: float,
+                  device: str = "cpu") -> tuple[UResNet, list[dict[str, float]], dict[str, Any]]:
+    """Train on the dataset's events except the held-out ones; keep the weights of the epoch
+    with the lowest held-out loss. Returns (model, per-epoch metrics, split)."""
+    torch.manual_seed(int(cfg["seed"]))
+    rng = np.random.default_rng(int(cfg["seed"]))
+    train_idx, hold_idx = split_events(len(dataset), float(cfg["holdout_fraction"]))
+    scale = float(cfg["charge_scale"])
+    events = {i: load_event(dataset, i, voxel_size, scale) for i in range(len(dataset))}
+    labels = torch.as_tensor(np.concatenate([events[i]["semantic"] for i in train_idx]))
+    weights = class_weights(labels, 5).to(device)
+    model = build_model(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
+    bs = int(cfg["batch_events"])
+    radius = float(cfg["ppn_radius"])
+    history: list[dict[str, float]] = []
+    best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
+    for epoch in tqdm(range(int(cfg["epochs"])), desc="reco_train", unit="epoch", mininterval=1):
+        t0 = time.perf_counter()
+        model.train()
+        order = rng.permutation(train_idx)
+        tot, acc = [], []
+        for k in range(0, len(order), bs):
+            batch = make_batch([events[i] for i in order[k:k + bs]], device)
+            loss, correct = _loss(model, batch, weights, radius)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot.append(loss.item())
+            acc.append(correct)
+        model.eval()
+        with torch.no_grad():
+            hl, ha = [], []
+            for k in range(0, len(hold_idx), bs):
+                batch = make_batch([events[i] for i in hold_idx[k:k + bs]], device)
+                loss, correct = _loss(model, batch, weights, radius)
+                hl.append(loss.item())
+                ha.append(correct)
+        row = {"epoch": epoch, "train_loss": float(np.mean(tot)),
+               "train_accuracy": float(np.mean(acc)),
+               "holdout_loss": float(np.mean(hl)) if hl else float("nan"),
+               "holdout_accuracy": float(np.mean(ha)) if ha else float("nan"),
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if row["holdout_loss"] < best[0] or not hl:
+            best = (row["holdout_loss"], copy.deepcopy(model.state_dict()), epoch)
+    model.load_state_dict(best[1])
+    model.eval()
+    return model, history, {"train": train_idx, "holdout": hold_idx, "best_epoch": best[2],
+                            "class_weights": weights.tolist(), "parameters": n_parameters(model)}
+
+
+def save_model(model: UResNet, cfg: Mapping[str, Any], directory: str | Path) -> None:
+    """Weights as safetensors + the model config as JSON (no pickled code)."""
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    with atomic_path(directory / "model.json") as tmp:
+        tmp.write_text(json.dumps({k: cfg[k] for k in (*MODEL_KEYS, "charge_scale")}, indent=1))
+
+
+def load_model(directory: str | Path, device: str = "cpu") -> tuple[UResNet, dict[str, Any]]:
+    directory = Path(directory)
+    cfg = json.loads((directory / "model.json").read_text())
+    model = build_model(cfg)
+    model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    return model.to(device).eval(), cfg
