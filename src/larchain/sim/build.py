@@ -32,7 +32,8 @@ def setup_from_config(config: Mapping[str, Any], n_detectors: int, section: str 
 
     det = Detector.from_config(config["detector"])
     sim = config["simulation"]
-    params, settings = response_from_config(tpc or config["tpc"], config["readout"], n_detectors)
+    params, settings = response_from_config(tpc or config["tpc"], config["readout"], n_detectors,
+                                            nominal_tpc=config["tpc"])
     return SimulationSetup(
         size=tuple(float(s) for s in det.size),
         transport=TransportSettings(size=tuple(float(s) for s in det.size), **sim["transport"]),

@@ -18,6 +18,7 @@ import torch
 from larchain.core import constants as C
 from larchain.sim import rng as hashrng
 from larchain.sim import truth as T
+from larchain.sim.drift import drift_velocity
 from larchain.sim.generator import Primaries
 from larchain.sim.response import Deposits, ResponseSettings, default_params, detector_response
 from larchain.sim.transport import DepositList, Transport, TransportSettings
@@ -38,22 +39,26 @@ class SimulationSetup:
     keep_deposits: bool = False
 
 
-def response_from_config(tpc: Mapping[str, Any], readout: Mapping[str, Any],
-                         n_detectors: int) -> tuple[dict[str, torch.Tensor], ResponseSettings]:
-    """Detector-physics parameters (``tpc`` section) and readout settings as the response
-    wants them."""
+def _velocity(tpc: Mapping[str, Any]) -> torch.Tensor:
+    """Drift velocity of a ``tpc`` section: given, or from its field and temperature."""
+    if tpc.get("drift_velocity") is not None:
+        return torch.tensor(float(tpc["drift_velocity"]), dtype=torch.float64)
+    return torch.as_tensor(drift_velocity(float(tpc["field"]), float(tpc["temperature"])),
+                           dtype=torch.float64)
+
+
+def response_from_config(tpc: Mapping[str, Any], readout: Mapping[str, Any], n_detectors: int,
+                         nominal_tpc: Mapping[str, Any] | None = None
+                         ) -> tuple[dict[str, torch.Tensor], ResponseSettings]:
+    """Detector-physics parameters (the true ``tpc``) and readout settings as the response
+    wants them. Drift time becomes x with the velocity of ``nominal_tpc`` (default: ``tpc``),
+    unless ``readout.reco_drift_velocity`` is set: samples whose true physics differs from the
+    configured one show the distortion a real detector would."""
     params = default_params(tpc["recombination"], n_detectors, torch.float64)
     for key in ("field", "box_alpha", "box_beta", "birks_ab", "birks_kb", "lifetime",
                 "diffusion_l", "diffusion_t", "light_yield"):
         params[key] = torch.tensor(float(tpc[key]), dtype=torch.float64)
-    nominal = default_params(tpc["recombination"], n_detectors, torch.float64)
-    if tpc.get("drift_velocity") is not None:
-        params["drift_velocity"] = torch.tensor(float(tpc["drift_velocity"]), dtype=torch.float64)
-    else:
-        from larchain.sim.drift import drift_velocity
-
-        params["drift_velocity"] = torch.as_tensor(
-            drift_velocity(params["field"], float(tpc["temperature"])), dtype=torch.float64)
+    params["drift_velocity"] = _velocity(tpc)
     if tpc.get("pd_efficiency") is not None:
         eff = torch.tensor([float(v) for v in tpc["pd_efficiency"]], dtype=torch.float64)
         if eff.numel() != n_detectors:
@@ -65,7 +70,7 @@ def response_from_config(tpc: Mapping[str, Any], readout: Mapping[str, Any],
         pitch=float(readout["voxel_size"]),
         recombination=str(tpc["recombination"]),
         reco_drift_velocity=float(reco_v if reco_v is not None
-                                  else nominal["drift_velocity"].item()),
+                                  else _velocity(nominal_tpc or tpc).item()),
         sigma0=float(readout.get("sigma0", 0.0)),
         noise_electrons=float(readout["noise"]),
         threshold_electrons=float(readout["threshold"]),
