@@ -22,6 +22,7 @@ from larchain.reco.data import load_event, make_batch
 from larchain.reco.train import load_model
 from larchain.reco.uresnet import predict_points
 from larchain.sim import storage
+from larchain.sim.build import plan_shards
 
 
 @functools.cache
@@ -81,9 +82,7 @@ def run_inference(model_dir: str | Path, sim_dir: str | Path, out_dir: str | Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = len(storage.EventDataset(sim_dir))
-    per = int(cfg["events_per_shard"])
-    blocks = [{"first": f, "n": min(per, n - f), "file": f"predictions-{k:05d}.h5"}
-              for k, f in enumerate(range(0, n, per))]
+    blocks = plan_shards({"predictions": n}, int(cfg["events_per_shard"]))
     results: dict[int, dict[str, Any]] = {}
     with dask_client(dask_cfg, threads) as client:
         map_blocks(client, infer_shard, blocks, desc="reco_infer", on_result=results.__setitem__,
