@@ -4,6 +4,7 @@
 #   siren   neural surrogate of the LUT, and its evaluation        workflow/rules/siren.smk
 #   sim     labelled events and calibration control samples        workflow/rules/simulation.smk
 #   reco    UResNet segmentation + point proposals: train, infer, eval workflow/rules/reco.smk
+#   calib   detector-physics fit, classic baselines, coverage toys workflow/rules/calibration.smk
 #
 # Every stage writes results/<stage>/<id>/ where <id> hashes the config keys it reads,
 # its upstream ids and its code version (see src/larchain/core/artifacts.py).
@@ -25,6 +26,7 @@ include: "workflow/rules/lut.smk"
 include: "workflow/rules/siren.smk"
 include: "workflow/rules/simulation.smk"
 include: "workflow/rules/reco.smk"
+include: "workflow/rules/calibration.smk"
 
 
 rule all:
@@ -34,3 +36,4 @@ rule all:
         rules.siren_eval.output,
         rules.simulation_figures.output,
         rules.reco_eval.output,
+        rules.calibration_figures.output,

@@ -73,6 +73,7 @@ def test_run_produces_a_verified_lut_artifact(run):
 
 SIM_RULES = {"simulate": 1, "simulate_control": 1, "simulation_figures": 1}
 RECO_RULES = {"reco_train": 1, "reco_infer": 1, "reco_eval": 1}
+CALIB_RULES = {"calibrate": 1, "calibration_coverage": 1, "calibration_figures": 1}
 
 
 def test_rerun_and_partial_reruns(run, tmp_path):
@@ -95,7 +96,7 @@ def test_rerun_and_partial_reruns(run, tmp_path):
     planned = jobs_planned(wd, write_yaml(tmp_path / "phys.yaml", phys))
     assert planned == {
         "lut_build": 1, "lut_figure": 1, "siren_train": 1, "siren_eval": 1,
-        **SIM_RULES, **RECO_RULES, "all": 1,
+        **SIM_RULES, **RECO_RULES, **CALIB_RULES, "all": 1,
     }
     assert jobs_planned(wd, write_yaml(tmp_path / "revert.yaml", base)) == {}
     # a SIREN hyper-parameter leaves the LUT untouched: only SIREN and what depends on it
@@ -103,17 +104,33 @@ def test_rerun_and_partial_reruns(run, tmp_path):
     hyper = copy.deepcopy(base)
     hyper["siren"]["hidden_features"] = 12
     planned = jobs_planned(wd, write_yaml(tmp_path / "hyper.yaml", hyper))
-    assert planned == {"siren_train": 1, "siren_eval": 1, **SIM_RULES, **RECO_RULES, "all": 1}
+    assert planned == {"siren_train": 1, "siren_eval": 1, **SIM_RULES, **RECO_RULES,
+                       **CALIB_RULES, "all": 1}
     # detector physics: new events and control samples; LUT and SIREN untouched
     tpc = copy.deepcopy(base)
     tpc["tpc"]["lifetime"] = 2000.0
     planned = jobs_planned(wd, write_yaml(tmp_path / "tpc.yaml", tpc))
-    assert planned == {**SIM_RULES, **RECO_RULES, "all": 1}
-    # the control samples alone
+    assert planned == {**SIM_RULES, **RECO_RULES, **CALIB_RULES, "all": 1}
+    # the control samples alone: and the calibration that fits them
     ctl = copy.deepcopy(base)
     ctl["control"]["stopping_protons"] = 5
     planned = jobs_planned(wd, write_yaml(tmp_path / "ctl.yaml", ctl))
-    assert planned == {"simulate_control": 1, "simulation_figures": 1, "all": 1}
+    assert planned == {"simulate_control": 1, "simulation_figures": 1, **CALIB_RULES, "all": 1}
+    # calibration: fit options refit (and redo the toys, which use them); coverage options
+    # redo the toys only; figure options the figures only
+    for key, value, expected in (
+        (("calibration", "adam", "steps"), 3, CALIB_RULES),
+        (("calibration", "coverage", "toys"), 3,
+         {"calibration_coverage": 1, "calibration_figures": 1}),
+        (("calibration", "figure", "t_bin"), 50.0, {"calibration_figures": 1}),
+    ):
+        changed = copy.deepcopy(base)
+        node = changed
+        for k in key[:-1]:
+            node = node[k]
+        node[key[-1]] = value
+        planned = jobs_planned(wd, write_yaml(tmp_path / f"c_{key[-1]}.yaml", changed))
+        assert planned == {**expected, "all": 1}, key
     # how many events the display shows is not part of the events
     sfig = copy.deepcopy(base)
     sfig["simulation"]["figure"] = {"events": 1}
@@ -178,9 +195,10 @@ def test_same_config_same_bytes_with_one_or_two_workers(run, tmp_path):
     siren = only(wd, "siren")
     again = tmp_path / "results" / "siren" / siren.name
     assert sha256(again / "model.safetensors") == sha256(siren / "model.safetensors")
-    for stage in ("simulation", "control", "reco_infer"):
+    for stage, pattern in (("simulation", "*.h5"), ("control", "*.h5"), ("reco_infer", "*.h5"),
+                           ("calibration", "*.*"), ("calibration_coverage", "toys.json")):
         art_dir = only(wd, stage)
-        files = sorted(p.name for p in art_dir.glob("*.h5"))
+        files = sorted(p.name for p in art_dir.glob(pattern) if p.name != "manifest.json")
         assert files
         for name in files:
             other = tmp_path / "results" / stage / art_dir.name / name
@@ -227,6 +245,44 @@ def test_reco_artifacts(run):
         assert (ev / "figures" / fig).stat().st_size > 10_000
 
 
+def test_calibration_artifacts(run):
+    """The fit chains to the control samples and the visibility, reports every free
+    parameter with an error and a truth, writes a usable detector config; the coverage
+    study holds one fit per toy and the pull summary."""
+    import yaml as pyyaml
+
+    from larchain.core.config import check_config
+
+    wd, cfg, _ = run
+    ctl, siren = only(wd, "control"), only(wd, "siren")
+    cal, cov = only(wd, "calibration"), only(wd, "calibration_coverage")
+    upstream = {"control": ctl.name, "visibility": siren.name}
+    for art in (cal, cov):
+        assert json.loads((art / "manifest.json").read_text())["upstream"] == upstream
+    summary = json.loads((cal / "calibration.json").read_text())
+    assert summary["events"] == 14
+    free = {"lifetime", "box_alpha", "box_beta", "drift_velocity", "light_yield"}
+    assert free <= set(summary["parameters"])
+    for name in free:
+        row = summary["parameters"][name]
+        assert row["error"] > 0 and np.isfinite(row["value"]) and row["truth"] is not None
+    assert summary["parameters"]["lifetime"]["truth"] == 2600.0
+    assert {h["phase"] for h in summary["history"]} == {"adam", "lbfgs", "newton"}
+    assert "lifetime" in summary["baselines"]
+    tpc = pyyaml.safe_load((cal / "tpc.yaml").read_text())["tpc"]
+    assert tpc["lifetime"] == pytest.approx(summary["parameters"]["lifetime"]["value"])
+    merged = load_yaml(REPO / "config" / "config.yaml")
+    for key, section in load_yaml(cfg).items():
+        merged[key] = {**merged.get(key, {}), **section} if isinstance(section, dict) else section
+    check_config({**merged, "tpc": tpc})
+    toys = json.loads((cov / "toys.json").read_text())
+    assert [t["toy"] for t in toys["toys"]] == [0, 1]
+    assert toys["summary"]["lifetime"]["n"] == 2
+    for fig in ("convergence.png", "pulls.png", "correlation.png", "dqdx_drift_time.png",
+                "pe_per_detector.png", "closed_loop.png"):
+        assert (cov / "figures" / fig).stat().st_size > 10_000
+
+
 def test_truncated_lut_is_detected_and_refused_downstream(run, tmp_path):
     wd, cfg, art = run
     copy_wd = tmp_path / "wd"
@@ -250,10 +306,12 @@ def test_report_contains_every_figure_with_its_caption(run):
     for fig in ("visibility_slice.png", "comparison.png", "bias.png", "training.png",
                 "event_display.png", "class_fractions.png", "dedx_residual_range.png",
                 "recombination.png", "confusion.png", "prediction_display.png",
-                "point_residuals.png"):
+                "point_residuals.png", "convergence.png", "pulls.png", "correlation.png",
+                "dqdx_drift_time.png", "pe_per_detector.png", "closed_loop.png"):
         assert fig in html
     for caption in ("Photon visibility", "relative bias", "SIREN training",
-                    "semantic class", "residual range", "Recombination survival"):
+                    "semantic class", "residual range", "Recombination survival",
+                    "Coverage study", "Closed loop"):
         assert caption in html
 
 

@@ -6,6 +6,7 @@ import larchain.lut
 import larchain.siren
 import larchain.sim
 import larchain.reco
+import larchain.calib
 
 check_config(config)
 
@@ -78,4 +79,23 @@ RECO_EVAL = artifact(
     (),
     reco.CODE_VERSION,
     {"predictions": RECO_INFER, "simulation": SIM},
+)
+
+
+# calibration: fits the control samples (light through the same visibility model)
+calib = larchain.calib
+CONTROL_UPSTREAM = {"control": CONTROL, **({"visibility": VISIBILITY} if VISIBILITY else {})}
+CALIB = artifact(
+    "calibration",
+    calib.CONFIG_KEYS,
+    calib.EXCLUDE_KEYS,
+    calib.CODE_VERSION,
+    CONTROL_UPSTREAM,
+)
+COVERAGE = artifact(
+    "calibration_coverage",
+    calib.COVERAGE_CONFIG_KEYS,
+    calib.COVERAGE_EXCLUDE_KEYS,
+    calib.CODE_VERSION,
+    CONTROL_UPSTREAM,
 )

@@ -10,11 +10,11 @@ HDF5 shards).
 """
 
 #: Bump when a change alters the simulated events for the same config (part of the id).
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 #: Config sections the main sample reads (all go into its artifact id) ...
 CONFIG_KEYS = ("detector", "tpc", "readout", "simulation")
 #: ... except these (figures only).
 EXCLUDE_KEYS = ("simulation.figure",)
 #: The control samples read the transport settings, their own section and the physics.
 CONTROL_CONFIG_KEYS = ("detector", "tpc", "readout", "simulation.transport", "control")
-CONTROL_CODE_VERSION = "1"
+CONTROL_CODE_VERSION = "2"

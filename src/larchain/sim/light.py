@@ -72,6 +72,30 @@ def expected_pe(
     return pe
 
 
+def pe_from_visibility(
+    visibility: Tensor,
+    photons: Tensor,
+    event: Tensor,
+    n_events: int,
+    pd_efficiency: Tensor | None = None,
+) -> Tensor:
+    """Expected photoelectrons ``[n_events, D]`` from visibilities already evaluated at the
+    deposits (``[N, D]``): a fit whose deposits do not move evaluates them once."""
+    n = photons.shape[0]
+    if visibility.ndim != 2 or visibility.shape[0] != n:
+        raise ValueError(f"visibility must have shape [{n}, D], got {tuple(visibility.shape)}")
+    if event.shape != (n,):
+        raise ValueError(f"event must have shape [{n}]")
+    d = visibility.shape[1]
+    if pd_efficiency is not None and pd_efficiency.shape != (d,):
+        raise ValueError(f"pd_efficiency must have shape [{d}], got {tuple(pd_efficiency.shape)}")
+    v = visibility.to(device=photons.device, dtype=photons.dtype)
+    pe = photons.new_zeros((n_events, d)).index_add(0, event, photons[:, None] * v)
+    if pd_efficiency is not None:
+        pe = pe * pd_efficiency.to(dtype=pe.dtype, device=pe.device)
+    return pe
+
+
 def sample_pe(pe_expected: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Observed photoelectrons: ``Poisson(pe_expected)`` drawn from ``generator``."""
     return torch.poisson(pe_expected.detach().clamp_min(0.0), generator=generator)

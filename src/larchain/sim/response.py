@@ -6,8 +6,9 @@ sharing onto voxels, pixel readout), :mod:`.light` (scintillation and photoelect
 
 The same code serves the event simulator (``mode="exact"``: hard threshold, random noise,
 Poisson light) and the calibration, which fits the detector parameters by gradient descent
-through it (``mode="smooth"``: everything differentiable with respect to every entry of
-``params``, float64 supported).
+through it (``mode="expected"``: the mean voxel charges and PE that the likelihood of the
+noisy, thresholded data is written in; ``mode="smooth"``: a sigmoid threshold instead;
+everything differentiable with respect to every entry of ``params``, float64 supported).
 
 Conventions: the anode is the plane x = 0 and a deposit drifts its x coordinate; y, z are
 the pixel-plane coordinates. The reconstructed drift coordinate is
@@ -183,7 +184,7 @@ class ResponseSettings:
     [electrons] of the smooth-mode sigmoid (default half the noise rms: the threshold is
     noise-smeared on that scale anyway); ``neighbourhood`` k of the ``(2k+1)^3`` charge
     sharing (None: from the largest width; fix it in fits so the voxel set cannot jump);
-    ``mode`` "exact" (production) | "smooth" (calibration).
+    ``mode`` "exact" (production) | "expected" (calibration likelihood) | "smooth".
     """
 
     pitch: float = 0.3
@@ -277,6 +278,7 @@ def detector_response(
     settings: ResponseSettings | None = None,
     visibility: VisibilityModel | None = None,
     generator: torch.Generator | None = None,
+    charge: bool = True,
 ) -> Response:
     """Simulate the charge and light response of a batch of events.
 
@@ -286,7 +288,8 @@ def detector_response(
     :func:`~larchain.sim.voxelize.readout`); photons = light_yield (de / W_ph - electrons);
     PE = sum photons x visibility x pd_efficiency per event (Poisson in exact mode).
     ``generator`` drives every random draw (noise first, then Poisson), so a seeded one makes
-    the output reproducible.
+    the output reproducible. ``charge=False`` skips the drift and voxels (no voxels are
+    returned): the light alone, for a fit that needs its derivatives separately.
     """
     s = settings if settings is not None else ResponseSettings()
     deposits.validate()
@@ -299,6 +302,8 @@ def detector_response(
     r = recombination(dedx, p["field"], p, s.recombination)
     electrons = r * deposits.de / W_ION_MEV
     t_drift = drift_time(pos[:, 0], p["drift_velocity"])
+    if not charge:
+        return _light_only(deposits, p, s, visibility, generator, electrons, t_drift, n_events)
     at_anode = electrons * lifetime_attenuation(t_drift, p["lifetime"])
     stretch = s.reco_drift_velocity / p["drift_velocity"]
     sigma_l = diffusion_sigma(t_drift, p["diffusion_l"], s.sigma0) * stretch
@@ -310,7 +315,7 @@ def detector_response(
     if k is None:
         k = neighbourhood_size(float(sigma.detach().max()), s.pitch) if len(deposits) else 1
     vox = coalesce(centre, sigma, at_anode, deposits.event, s.pitch, k)
-    charge, keep = readout(
+    q, keep = readout(
         vox.charge,
         s.threshold_electrons,
         s.noise_electrons,
@@ -321,7 +326,27 @@ def detector_response(
     coords, event = vox.decode(keep)
     dominant = vox.dominant if keep is None else vox.dominant[keep]
 
-    # light
+    photons, pe_expected, pe = _light(deposits, p, s, visibility, generator, electrons,
+                                      n_events)
+    return Response(
+        coords=coords,
+        event=event,
+        charge=q,
+        dominant=dominant,
+        drift_time=t_drift,
+        electrons=electrons,
+        photons=photons,
+        pe_expected=pe_expected,
+        pe=pe,
+        n_events=n_events,
+        neighbourhood=k,
+    )
+
+
+def _light(deposits: Deposits, p: Mapping[str, Tensor], s: ResponseSettings,
+           visibility: VisibilityModel | None, generator: torch.Generator | None,
+           electrons: Tensor, n_events: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Photons per deposit and (with a visibility) expected and observed PE per event."""
     photons = scintillation_photons(deposits.de, electrons, p["light_yield"])
     pe_expected = pe = None
     if visibility is not None:
@@ -332,19 +357,18 @@ def detector_response(
                 f"params['pd_efficiency'] has shape {tuple(eff.shape)}, expected "
                 f"[{d}] (visibility.n_detectors; default_params(n_detectors={d}))"
             )
-        pe_expected = expected_pe(pos, photons, deposits.event, n_events, visibility, eff)
+        pe_expected = expected_pe(deposits.pos, photons, deposits.event, n_events, visibility,
+                                  eff)
         pe = sample_pe(pe_expected, generator) if s.mode == "exact" else pe_expected
+    return photons, pe_expected, pe
 
-    return Response(
-        coords=coords,
-        event=event,
-        charge=charge,
-        dominant=dominant,
-        drift_time=t_drift,
-        electrons=electrons,
-        photons=photons,
-        pe_expected=pe_expected,
-        pe=pe,
-        n_events=n_events,
-        neighbourhood=k,
-    )
+
+def _light_only(deposits: Deposits, p: Mapping[str, Tensor], s: ResponseSettings,
+                visibility: VisibilityModel | None, generator: torch.Generator | None,
+                electrons: Tensor, t_drift: Tensor, n_events: int) -> Response:
+    photons, pe_expected, pe = _light(deposits, p, s, visibility, generator, electrons,
+                                      n_events)
+    none = torch.zeros(0, dtype=torch.int64, device=electrons.device)
+    return Response(coords=none.view(0, 3), event=none, charge=electrons.new_zeros(0),
+                    dominant=none, drift_time=t_drift, electrons=electrons, photons=photons,
+                    pe_expected=pe_expected, pe=pe, n_events=n_events, neighbourhood=0)

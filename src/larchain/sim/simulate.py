@@ -74,6 +74,8 @@ def response_from_config(tpc: Mapping[str, Any], readout: Mapping[str, Any], n_d
         sigma0=float(readout.get("sigma0", 0.0)),
         noise_electrons=float(readout["noise"]),
         threshold_electrons=float(readout["threshold"]),
+        neighbourhood=(None if readout.get("neighbourhood") is None
+                       else int(readout["neighbourhood"])),
         mode="exact",
     )
     return params, settings
@@ -209,6 +211,7 @@ def _one_event(setup: SimulationSetup, event_index: int, local: int, tab: dict,
         "pe": resp.pe[0].numpy().astype(np.float32) if resp.pe is not None else None,
         "pe_expected": (resp.pe_expected[0].numpy().astype(np.float32)
                         if resp.pe_expected is not None else None),
+        "neighbourhood": int(resp.neighbourhood),
         "deposited_energy": float(dep["de"].sum()),
         "escaped_energy": float(tab["escaped"][ev_rows].sum()),
     }

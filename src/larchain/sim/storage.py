@@ -85,6 +85,9 @@ def write_shard(path: str | Path, records: Sequence[dict[str, Any]], attrs: dict
         for key in ("deposited_energy", "escaped_energy"):
             if records and key in records[0]:
                 _dataset(ev, key, np.array([r[key] for r in records], dtype=np.float64))
+        if records and "neighbourhood" in records[0]:
+            _dataset(ev, "neighbourhood", np.array([r["neighbourhood"] for r in records],
+                                                   dtype=np.int8))
 
 
 class EventFile:
@@ -128,7 +131,7 @@ class EventFile:
         for t in tables or self.tables:
             a, b = self.offsets[t][i], self.offsets[t][i + 1]
             out[t] = {k: v[a:b] for k, v in f[t].items()}
-        for k in ("pe", "pe_expected", "deposited_energy", "escaped_energy"):
+        for k in ("pe", "pe_expected", "deposited_energy", "escaped_energy", "neighbourhood"):
             if k in f["events"]:
                 out[k] = f["events"][k][i]
         return out

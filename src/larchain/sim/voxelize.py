@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-#: Readout modes: ``"exact"`` (hard threshold, random noise) or ``"smooth"`` (sigmoid).
-MODES = ("exact", "smooth")
+#: Readout modes: ``"exact"`` (hard threshold, random noise), ``"smooth"`` (sigmoid) or
+#: ``"expected"`` (the mean charge of every voxel, before noise and threshold: what a
+#: likelihood of the noisy, thresholded data is written in terms of).
+MODES = ("exact", "smooth", "expected")
 
 _SQRT2 = math.sqrt(2.0)
 _MAX_KEY = 2**62
@@ -289,6 +291,7 @@ def readout(
     Noise (rms in electrons) is added to every voxel with signal (self-triggered readout).
     ``"exact"``: Gaussian noise from ``generator`` (global RNG if None), then voxels with
     ``q < threshold`` are dropped; ``keep`` is the boolean mask of survivors.
+    ``"expected"``: every voxel is kept, unchanged (no noise, no threshold).
     ``"smooth"``: every voxel is kept (``keep`` is None) and scaled by
     ``sigmoid((q - threshold) / threshold_width)`` so gradients flow through the threshold.
     Noise is reparameterised, ``q + rms * z``, with ``z`` a standard-normal draw from
@@ -299,6 +302,8 @@ def readout(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if noise_electrons < 0:
         raise ValueError(f"noise_electrons must be >= 0, got {noise_electrons}")
+    if mode == "expected":
+        return charge, None
     q = charge
     if noise_electrons > 0 and (mode == "exact" or generator is not None):
         z = torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device)

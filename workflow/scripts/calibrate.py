@@ -1,0 +1,38 @@
+"""Snakemake job: fit the detector physics to the control samples (Adam, L-BFGS, Hessian),
+the classic baselines on the same events, and the fitted detector config."""
+
+import time
+from pathlib import Path
+
+import torch
+
+from larchain.calib import stage
+from larchain.calib.fit import FitSettings, fit
+from larchain.calib.output import write_fit
+from larchain.core.artifacts import ArtifactSpec, require, write_manifest
+from larchain.core.jobs import run_job
+
+
+def main(smk) -> None:  # noqa: ANN001
+    t0 = time.perf_counter()
+    spec = ArtifactSpec.from_dict(smk.params.artifact)
+    cfg = spec.config["calibration"]
+    control = Path(smk.input.control).parent
+    require(control)
+    visibility = smk.input.get("visibility")
+    if visibility:
+        visibility = Path(visibility).parent
+        require(visibility)
+    # a fixed thread count: float sums, hence the artifact's bytes, do not depend on --cores
+    torch.set_num_threads(2)
+    problem = stage.build_problem(control, visibility, cfg)
+    result = fit(problem.likelihood, problem.param, FitSettings.from_config(cfg, cfg["seed"]))
+    classic = stage.run_baselines(problem)
+    files = write_fit(Path(spec.path), problem, result, classic)
+    write_manifest(spec, files, seed=int(cfg["seed"]), wall_time_s=time.perf_counter() - t0,
+                   extra={"timing_s": result.timing, "events": problem.data.n_events,
+                          "notes": problem.notes})
+
+
+if __name__ == "__main__":
+    run_job(main, snakemake)
