@@ -84,7 +84,10 @@ RECO_EVAL = artifact(
 
 # calibration: fits the control samples (light through the same visibility model)
 calib = larchain.calib
-CONTROL_UPSTREAM = {"control": CONTROL, **({"visibility": VISIBILITY} if VISIBILITY else {})}
+CONTROL_UPSTREAM = {
+    "control": CONTROL,
+    **({"visibility": VISIBILITY} if VISIBILITY else {}),
+}
 CALIB = artifact(
     "calibration",
     calib.CONFIG_KEYS,
