@@ -548,6 +548,11 @@ def test_coalesce_defers_decoding():
     )
     coords, ev = c.decode()
     assert coords.shape == (c.keys.shape[0], 3) and ev.tolist() == sorted(ev.tolist())
+    # without the truth bookkeeping: the same charges, no dominant deposit
+    bare = coalesce(pos, torch.full_like(pos, 0.05), torch.tensor([1.0, 2.0], dtype=F64),
+                    torch.tensor([0, 1]), 0.3, 1, with_dominant=False)
+    assert torch.equal(bare.keys, c.keys) and torch.equal(bare.charge, c.charge)
+    assert bool((bare.dominant == -1).all()) and bool((c.dominant >= 0).all())
 
 
 # ----------------------------------------------------------------------------- validation

@@ -122,7 +122,7 @@ def test_rerun_and_partial_reruns(run, tmp_path):
         (("calibration", "adam", "steps"), 3, CALIB_RULES),
         (("calibration", "coverage", "toys"), 3,
          {"calibration_coverage": 1, "calibration_figures": 1}),
-        (("calibration", "figure", "t_bin"), 50.0, {"calibration_figures": 1}),
+        (("calibration", "figure", "t_bin"), 25.0, {"calibration_figures": 1}),
     ):
         changed = copy.deepcopy(base)
         node = changed

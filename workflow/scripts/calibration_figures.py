@@ -17,9 +17,14 @@ from larchain.sim.simulate import response_from_config
 
 
 def _profile(problem, data, t_bin):  # noqa: ANN001, ANN202
+    """The classic dQ/dx-versus-drift-time profile of the crossing muons (None when there
+    are too few to build it)."""
     crossing = [ev for ev in data.events if ev["sample"] == "crossing_muons"]
-    fit = baselines.lifetime_fit(crossing, pitch=data.pitch, t_bin_us=t_bin,
-                                 reco_velocity=problem.settings.reco_drift_velocity)
+    try:
+        fit = baselines.lifetime_fit(crossing, pitch=data.pitch, t_bin_us=t_bin,
+                                     reco_velocity=problem.settings.reco_drift_velocity)
+    except ValueError:
+        return None
     return fit["points"]
 
 
@@ -56,15 +61,6 @@ def main(smk) -> None:  # noqa: ANN001
     plots.convergence_figure(summary["history"], truth, names, out.convergence)
     plots.pulls_figure(coverage["summary"], out.pulls)
     plots.correlation_figure(names, np.array(summary["correlation"]), out.correlation)
-    classic = summary["baselines"].get("lifetime", {})
-    if "lifetime" in rows and "lifetime" in classic:
-        plots.lifetime_figure(classic["points"], classic, rows["lifetime"]["value"],
-                              rows["lifetime"]["error"], truth.get("lifetime"), out.lifetime)
-    else:
-        plots.lifetime_figure({"t": [0.0], "dqdx": [np.nan], "dqdx_error": [0.0]},
-                              {"amplitude": np.nan, "lifetime": np.nan,
-                               "lifetime_error": np.nan}, np.nan, np.nan, None, out.lifetime)
-
     # closed loop: the same tracks through nominal, fitted and true detector physics
     info = problem.info
     n_det = Detector.from_config(info["detector"]).n_photodetectors
@@ -85,7 +81,18 @@ def main(smk) -> None:  # noqa: ANN001
         profiles[name] = _profile(problem, sim, t_bin)
         if "observed" in pe:
             pe[name] = _expected_pe(problem.data, params)
+    profiles = {k: v for k, v in profiles.items() if v is not None}
     plots.closed_loop_figure(profiles, pe, out.closed_loop)
+    classic = summary["baselines"].get("lifetime", {})
+    if "lifetime" in rows and "lifetime" in classic:
+        plots.lifetime_figure(classic["points"], classic, rows["lifetime"]["value"],
+                              rows["lifetime"]["error"], truth.get("lifetime"), out.lifetime,
+                              model=profiles.get("fitted"))
+    else:
+        plots.lifetime_figure({"t": [0.0], "dqdx": [np.nan], "dqdx_error": [0.0]},
+                              {"amplitude": np.nan, "lifetime": np.nan,
+                               "lifetime_error": np.nan}, np.nan, np.nan, None, out.lifetime)
+
     if "observed" in pe:
         plots.light_figure(pe["observed"], pe["fitted"], pe["nominal"], out.light)
     else:

@@ -605,8 +605,9 @@ def run_baselines(events_by_sample: Mapping[str, Sequence[Mapping[str, Any]]],
     [us] (used by the box fit only when the lifetime baseline is skipped), and optional
     keyword dicts ``lifetime_fit``, ``box_fit``, ``diffusion_fit`` passed to each function
     (``sample`` there picks the sample; defaults crossing_muons, stopping_protons,
-    crossing_muons). A baseline whose sample is missing or empty is reported as
-    ``{"skipped": reason}``; bad settings or too few points raise ValueError.
+    crossing_muons). A baseline whose sample is missing or empty, or whose fit fails (too
+    few points), is reported as ``{"skipped": reason}``: the classic fits accompany the
+    calibration, they must not stop it. Bad settings raise ValueError.
     """
     for key in ("pitch", "reco_velocity"):
         if key not in settings:
@@ -627,8 +628,8 @@ def run_baselines(events_by_sample: Mapping[str, Sequence[Mapping[str, Any]]],
 
     out: dict[str, Any] = {"order": ["lifetime", "box", "diffusion"]}
     reason = missing(s_life)
-    out["lifetime"] = ({"skipped": reason} if reason else
-                       lifetime_fit(events_by_sample[s_life], sample=s_life, **common, **kw_life))
+    out["lifetime"] = ({"skipped": reason} if reason else _attempt(
+        lifetime_fit, events_by_sample[s_life], sample=s_life, **common, **kw_life))
     lifetime = out["lifetime"].get("lifetime", settings.get("lifetime"))
     reason = missing(s_box)
     if reason is None and lifetime is None:
@@ -641,10 +642,17 @@ def run_baselines(events_by_sample: Mapping[str, Sequence[Mapping[str, Any]]],
             kw_box.setdefault("field", float(settings["field"]))
         if settings.get("size") is not None:
             kw_box.setdefault("size", [float(s) for s in settings["size"]])
-        out["box"] = box_fit(events_by_sample[s_box], sample=s_box, lifetime=float(lifetime),
-                             **common, **kw_box)
+        out["box"] = _attempt(box_fit, events_by_sample[s_box], sample=s_box,
+                              lifetime=float(lifetime), **common, **kw_box)
     reason = missing(s_diff)
-    out["diffusion"] = ({"skipped": reason} if reason else
-                        diffusion_fit(events_by_sample[s_diff], sample=s_diff, **common,
-                                      **kw_diff))
+    out["diffusion"] = ({"skipped": reason} if reason else _attempt(
+        diffusion_fit, events_by_sample[s_diff], sample=s_diff, **common, **kw_diff))
     return out
+
+
+def _attempt(fn: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``fn(...)``, or ``{"skipped": "fit failed: <why>"}`` when it raises ValueError."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as err:
+        return {"skipped": f"fit failed: {err}"}

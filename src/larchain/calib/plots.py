@@ -114,9 +114,11 @@ def correlation_figure(names: Sequence[str], corr: np.ndarray, path: str | Path)
 
 def lifetime_figure(points: Mapping[str, Any], classic: Mapping[str, Any],
                     tau_fit: float, tau_fit_err: float, tau_true: float | None,
-                    path: str | Path) -> Path:
-    """Crossing-muon dQ/dx versus drift time with the classic exponential fit and the
-    differentiable fit's lifetime (normalised to the classic amplitude)."""
+                    path: str | Path, model: Mapping[str, Any] | None = None) -> Path:
+    """Crossing-muon dQ/dx versus drift time with the classic exponential fit, the
+    differentiable fit's prediction of the same measured profile (``model``: the tracks
+    re-simulated with the fitted parameters, threshold included) and its lifetime as a pure
+    exponential (normalised to the classic amplitude)."""
     t = np.asarray(points["t"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.errorbar(t, points["dqdx"], yerr=points["dqdx_error"], fmt="o", ms=3, color="k",
@@ -126,15 +128,19 @@ def lifetime_figure(points: Mapping[str, Any], classic: Mapping[str, Any],
     ax.plot(tt, amp * np.exp(-tt / classic["lifetime"]), "tab:blue",
             label=f"classic exp fit: $\\tau$ = {classic['lifetime']:.0f} $\\pm$ "
                   f"{classic['lifetime_error']:.0f} us")
-    ax.plot(tt, amp * np.exp(-tt / tau_fit), "tab:red",
-            label=f"differentiable fit: $\\tau$ = {tau_fit:.0f} $\\pm$ {tau_fit_err:.0f} us")
+    if model is not None:
+        ax.plot(model["t"], model["dqdx"], "-", color="tab:red", lw=1.5,
+                label="differentiable fit: the same profile predicted (threshold included)")
+    ax.plot(tt, amp * np.exp(-tt / tau_fit), color="tab:red", ls=":",
+            label=f"differentiable fit: exp(-t/$\\tau$), $\\tau$ = {tau_fit:.0f} $\\pm$ "
+                  f"{tau_fit_err:.0f} us")
     if tau_true:
         ax.plot(tt, amp * np.exp(-tt / tau_true), "k--", lw=0.8,
                 label=f"truth: $\\tau$ = {tau_true:.0f} us")
     ax.set_xlabel("drift time [us]")
     ax.set_ylabel("dQ/dx [electrons/cm]")
     ax.legend(fontsize=8)
-    ax.set_title("lifetime: crossing muons (curves share the classic amplitude)")
+    ax.set_title("lifetime: crossing muons (exponentials share the classic amplitude)")
     return _save(fig, path)
 
 

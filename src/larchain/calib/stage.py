@@ -114,7 +114,8 @@ def build_problem(control_dir: str | Path, visibility_dir: str | Path | None,
 def baseline_settings(problem: Problem) -> dict[str, Any]:
     return {"pitch": problem.data.pitch,
             "reco_velocity": problem.settings.reco_drift_velocity,
-            "field": float(problem.info["tpc"]["field"])}
+            "field": float(problem.info["tpc"]["field"]),
+            "size": [float(v) for v in Detector.from_config(problem.info["detector"]).size]}
 
 
 def run_baselines(problem: Problem, data: ControlData | None = None) -> dict[str, Any]:

@@ -314,7 +314,9 @@ def detector_response(
     k = s.neighbourhood
     if k is None:
         k = neighbourhood_size(float(sigma.detach().max()), s.pitch) if len(deposits) else 1
-    vox = coalesce(centre, sigma, at_anode, deposits.event, s.pitch, k)
+    # the truth label of each voxel (its dominant deposit) is not needed by a likelihood
+    vox = coalesce(centre, sigma, at_anode, deposits.event, s.pitch, k,
+                   with_dominant=s.mode != "expected")
     q, keep = readout(
         vox.charge,
         s.threshold_electrons,

@@ -173,9 +173,12 @@ def coalesce(
     pitch: float = 0.3,
     k: int | None = None,
     chunk: int = 1 << 15,
+    with_dominant: bool = True,
 ) -> Coalesced:
     """The work of :func:`voxelize` without decoding the keys (see there).
 
+    ``with_dominant=False`` skips the dominant-deposit bookkeeping (truth labels; ``dominant``
+    is then all -1), which a fit evaluating the response many times does not need.
     Contributions are formed and scattered ``chunk`` deposits at a time so the
     ``(2k+1)^3``-fold temporaries stay cache-sized (fresh large allocations dominate the cost
     on CPU otherwise); the loop is over chunks, never over deposits.
@@ -247,13 +250,16 @@ def coalesce(
         vid = inv_y.index_select(1, vid.reshape(-1))  # [width (y), width (z) * c]
         vid = inv_x.index_select(1, vid.reshape(-1)).reshape(-1)  # same layout as contrib
         q.index_add_(0, vid, contrib)
+        if not with_dominant:
+            continue
         # dominant deposit: float32 bits of the non-negative contribution in the high word,
         # the deposit index in the low word; one scatter-max picks the largest contribution.
         c32 = torch.clamp_min(contrib.detach().to(torch.float32), 0.0).add_(0.0)  # -0 -> +0
         packed = c32.view(torch.int32).to(torch.int64).bitwise_left_shift_(32)
         packed.view(-1, c).bitwise_or_(idx_c)
         best.scatter_reduce_(0, vid, packed, reduce="amax")
-    return Coalesced(vkeys, q, best & 0xFFFFFFFF, lo, dims)
+    dominant = best & 0xFFFFFFFF if with_dominant else best
+    return Coalesced(vkeys, q, dominant, lo, dims)
 
 
 def voxelize(
