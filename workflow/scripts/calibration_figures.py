@@ -107,6 +107,7 @@ def main(smk) -> None:  # noqa: ANN001
                                             "width_error")}
                       for n, v in coverage["summary"].items() if "pulls" in v},
             "lifetime_resolution": res,
+            "failed_toys": coverage["summary"].get("failed"),
         }, indent=1))
 
 

@@ -70,7 +70,7 @@ def convergence_figure(history: Sequence[Mapping[str, Any]], truth: Mapping[str,
 
 def pulls_figure(summary: Mapping[str, Any], path: str | Path) -> Path:
     """Pull histograms of the scalar parameters (efficiencies pooled) with N(0, 1)."""
-    scalars = [n for n in summary if n in _PARAM_TEX]
+    scalars = [n for n in summary if n in _PARAM_TEX and "pulls" in summary[n]]
     effs = [n for n in summary if n.startswith("pd_efficiency[")]
     panels: list[tuple[str, np.ndarray, str]] = [
         (_label(n), np.asarray(summary[n]["pulls"]),

@@ -195,8 +195,11 @@ def fit_toy(problem: Problem, toy: int, cfg: Mapping[str, Any]) -> dict[str, Any
     seed = int(hashrng.derive(int(cfg["coverage"]["seed"]), int(toy)))
     data = toy_observation(problem, seed & 0x7FFFFFFFFFFFFFFF)
     lik = Likelihood(data, problem.settings, use_light=problem.likelihood.use_light)
-    result = fit(lik, problem.param, FitSettings.from_config(cfg, seed & 0xFFFFFFFF),
-                 progress=False)
+    try:
+        result = fit(lik, problem.param, FitSettings.from_config(cfg, seed & 0xFFFFFFFF),
+                     progress=False)
+    except ValueError as err:  # e.g. no minimum found: counted, not hidden
+        return {"toy": int(toy), "failed": str(err), "timing_s": {}}
     rows = summarise(result, problem.truth)
     classic: dict[str, Any] = {}
     crossing = [ev for ev in data.events if ev["sample"] == "crossing_muons"]
@@ -226,9 +229,13 @@ def _coverage_problem(control_dir: str, visibility_dir: str | None, cfg_json: st
 
 
 def pull_summary(toys: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean and width of the pulls per parameter, with their statistical errors."""
+    """Mean and width of the pulls per parameter, with their statistical errors (toys whose
+    fit failed are counted in ``failed`` and left out)."""
+    failed = [t for t in toys if "failed" in t]
+    toys = [t for t in toys if "failed" not in t]
     names = list(toys[0]["fit"]) if toys else []
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"failed": {"n": len(failed),
+                                      "reasons": sorted({t["failed"] for t in failed})}}
     for n in names:
         pulls = np.array([t["fit"][n]["pull"] for t in toys if t["fit"][n]["pull"] is not None])
         if len(pulls) < 2:
