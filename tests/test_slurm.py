@@ -59,6 +59,9 @@ JOB_RULES = {
     "reco_train",
     "reco_infer",
     "reco_eval",
+    "calibrate",
+    "calibration_coverage",
+    "calibration_figures",
 }
 
 # Fast status polling for seconds-long jobs. The profile keeps the plugin's defaults, sensible
