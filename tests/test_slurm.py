@@ -489,6 +489,9 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
             "reco_train": ("1", "4000M", "02:00:00"),
             "reco_infer": ("2", "4000M", "01:00:00"),
             "reco_eval": ("1", "4000M", "00:30:00"),
+            "calibrate": ("2", "6000M", "01:00:00"),
+            "calibration_coverage": ("2", "4000M", "01:00:00"),
+            "calibration_figures": ("1", "2000M", "00:30:00"),
         }[rule]
         assert job["NumCPUs"] == threads, (rule, job)
         assert job["MinMemoryNode"] == mem and job["TimeLimit"] == limit, (rule, job)
