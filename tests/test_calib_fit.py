@@ -280,3 +280,23 @@ def test_fitted_tpc_is_a_valid_simulation_config(tmp_path):
     with xr.open_dataset(tmp_path / "calibration.nc", engine="h5netcdf") as ds:
         assert list(ds["parameter"].values[:2]) == ["lifetime", "light_yield"]
         assert ds["covariance"].shape == (len(names), len(names))
+
+
+def test_birks_model_fit_recovers_its_constants():
+    """The recombination model is selectable: Birks A_B and k_B are recovered from charge
+    and light of tracks spanning dE/dx 2-12 MeV/cm."""
+    pos, de, dx, t0, ev = tracks(16, seed=9)
+    vis = Constant([4e-4, 8e-4])
+    settings = ResponseSettings(neighbourhood=1, recombination="birks")
+    truth = default_params("birks", 2, F64)
+    truth.update(birks_ab=torch.tensor(0.78, dtype=F64), birks_kb=torch.tensor(0.052, dtype=F64))
+    data = observe(pos, de, dx, t0, ev, 16, truth, settings,
+                   torch.Generator().manual_seed(5), vis, 2)
+    param = Parametrisation(("birks_ab", "birks_kb"), start_params(2), 2)
+    res = fit(Likelihood(data, settings), param,
+              FitSettings(adam_steps=30, batch_events=8, lbfgs_iterations=30, seed=2),
+              progress=False)
+    for name, want in (("birks_ab", 0.78), ("birks_kb", 0.052)):
+        assert abs(res.values[name] - want) < 4 * res.errors[name], (name, res.values[name])
+        assert res.values[name] == pytest.approx(want, rel=0.02)
+    assert -1 < float(res.correlation[0, 1]) < 1
