@@ -116,33 +116,23 @@ def test_rerun_and_partial_reruns(run, tmp_path):
     ctl["control"]["stopping_protons"] = 5
     planned = jobs_planned(wd, write_yaml(tmp_path / "ctl.yaml", ctl))
     assert planned == {"simulate_control": 1, "simulation_figures": 1, **CALIB_RULES, "all": 1}
-    # calibration: fit options refit (and redo the toys, which use them); coverage options
-    # redo the toys only; figure options the figures only
-    for key, value, expected in (
-        (("calibration", "adam", "steps"), 3, CALIB_RULES),
-        (("calibration", "coverage", "toys"), 3,
-         {"calibration_coverage": 1, "calibration_figures": 1}),
-        (("calibration", "figure", "t_bin"), 25.0, {"calibration_figures": 1}),
-    ):
-        changed = copy.deepcopy(base)
-        node = changed
-        for k in key[:-1]:
-            node = node[k]
-        node[key[-1]] = value
-        planned = jobs_planned(wd, write_yaml(tmp_path / f"c_{key[-1]}.yaml", changed))
-        assert planned == {**expected, "all": 1}, key
     # how many events the display shows is not part of the events
     sfig = copy.deepcopy(base)
     sfig["simulation"]["figure"] = {"events": 1}
     planned = jobs_planned(wd, write_yaml(tmp_path / "sfig.yaml", sfig))
     assert planned == {"simulation_figures": 1, "all": 1}
     # reconstruction: training options retrain; inference options re-infer; evaluation
-    # options re-evaluate only
+    # options re-evaluate only. Calibration: fit options refit (and redo the toys, which use
+    # them); coverage options redo the toys only; figure options the figures only
     for key, value, expected in (
         (("reco", "epochs"), 3, RECO_RULES),
         (("reco", "infer", "score_threshold"), 0.7, {"reco_infer": 1, "reco_eval": 1}),
         (("reco", "eval", "point_within"), 2.0, {"reco_eval": 1}),
         (("reco", "device"), "auto", {}),
+        (("calibration", "adam", "steps"), 3, CALIB_RULES),
+        (("calibration", "coverage", "toys"), 3,
+         {"calibration_coverage": 1, "calibration_figures": 1}),
+        (("calibration", "figure", "t_bin"), 25.0, {"calibration_figures": 1}),
     ):
         changed = copy.deepcopy(base)
         node = changed

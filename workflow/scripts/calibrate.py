@@ -11,7 +11,7 @@ import torch
 from larchain.calib import stage
 from larchain.calib.fit import FitSettings, fit
 from larchain.calib.output import write_fit
-from larchain.core.artifacts import ArtifactSpec, require, write_manifest
+from larchain.core.artifacts import ArtifactSpec, write_manifest
 from larchain.core.jobs import run_job
 
 
@@ -19,12 +19,7 @@ def main(smk) -> None:  # noqa: ANN001
     t0 = time.perf_counter()
     spec = ArtifactSpec.from_dict(smk.params.artifact)
     cfg = spec.config["calibration"]
-    control = Path(smk.input.control).parent
-    require(control)
-    visibility = smk.input.get("visibility")
-    if visibility:
-        visibility = Path(visibility).parent
-        require(visibility)
+    control, visibility = stage.job_inputs(smk.input.control, smk.input.get("visibility"))
     # a fixed thread count: float sums, hence the artifact's bytes, do not depend on --cores
     torch.set_num_threads(2)
     problem = stage.build_problem(control, visibility, cfg)

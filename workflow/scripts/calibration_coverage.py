@@ -5,10 +5,9 @@ Poisson light of the same tracks with the true parameters and refits; the pulls
 import json
 import sys
 import time
-from pathlib import Path
 
 from larchain.calib import stage
-from larchain.core.artifacts import ArtifactSpec, atomic_path, require, write_manifest
+from larchain.core.artifacts import ArtifactSpec, atomic_path, write_manifest
 from larchain.core.cluster import dask_client, map_blocks
 from larchain.core.jobs import run_job
 
@@ -17,18 +16,13 @@ def main(smk) -> None:  # noqa: ANN001
     t0 = time.perf_counter()
     spec = ArtifactSpec.from_dict(smk.params.artifact)
     cfg = spec.config["calibration"]
-    control = Path(smk.input.control).parent
-    require(control)
-    visibility = smk.input.get("visibility")
-    if visibility:
-        visibility = str(Path(visibility).parent)
-        require(visibility)
+    control, visibility = stage.job_inputs(smk.input.control, smk.input.get("visibility"))
     blocks = [{"toy": i} for i in range(int(cfg["coverage"]["toys"]))]
     toys: dict[int, dict] = {}
     with dask_client(smk.config.get("dask"), smk.threads) as client:
         map_blocks(client, stage.run_toy, blocks, desc="coverage toys",
                    on_result=toys.__setitem__, control_dir=str(control),
-                   visibility_dir=visibility, cfg=dict(cfg))
+                   visibility_dir=str(visibility) if visibility else None, cfg=dict(cfg))
     ordered = [toys[i] for i in range(len(blocks))]
     timings = [t.pop("timing_s") for t in ordered]
     out = {"toys": ordered, "summary": stage.pull_summary(ordered),

@@ -44,15 +44,14 @@ def _expected_pe(data, params):  # noqa: ANN001, ANN202
 def main(smk) -> None:  # noqa: ANN001
     out = smk.output
     calib_dir, cov_dir = Path(smk.input.calibration).parent, Path(smk.input.toys).parent
-    for d in (calib_dir, cov_dir, Path(smk.input.control).parent):
+    for d in (calib_dir, cov_dir):
         require(d)
+    control, visibility = stage.job_inputs(smk.input.control, smk.input.get("visibility"))
     torch.set_num_threads(2)
     summary = json.loads(Path(smk.input.calibration).read_text())
     coverage = json.loads(Path(smk.input.toys).read_text())
-    visibility = smk.input.get("visibility")
-    visibility = Path(visibility).parent if visibility else None
     cfg = {**smk.config["calibration"]}
-    problem = stage.build_problem(Path(smk.input.control).parent, visibility, cfg)
+    problem = stage.build_problem(control, visibility, cfg)
     rows = summary["parameters"]
     truth = {n: r["truth"] for n, r in rows.items()}
     names = summary["names"]

@@ -50,6 +50,19 @@ class Problem:
     info: dict[str, Any]
 
 
+def job_inputs(control_index: str | Path, visibility_manifest: str | Path | None
+               ) -> tuple[Path, Path | None]:
+    """The control and visibility artifact directories of a job's inputs, verified."""
+    from larchain.core.artifacts import require
+
+    control = Path(control_index).parent
+    require(control)
+    visibility = Path(visibility_manifest).parent if visibility_manifest else None
+    if visibility is not None:
+        require(visibility)
+    return control, visibility
+
+
 def free_parameters(names: Sequence[str], model: str) -> tuple[str, ...]:
     """Config names -> response parameter names ("recombination" -> the model's pair)."""
     out: list[str] = []
