@@ -12,7 +12,6 @@ from larchain.calib import baselines, plots, stage
 from larchain.core.artifacts import atomic_path, require
 from larchain.core.geometry import Detector
 from larchain.core.jobs import run_job
-from larchain.sim.light import pe_from_visibility
 from larchain.sim.simulate import response_from_config
 
 
@@ -26,19 +25,6 @@ def _profile(problem, data, t_bin):  # noqa: ANN001, ANN202
     except ValueError:
         return None
     return fit["points"]
-
-
-def _expected_pe(data, params):  # noqa: ANN001, ANN202
-    """Expected PE per detector summed over events (light only: no voxels needed)."""
-    from larchain.sim.response import Deposits, detector_response
-
-    dep = Deposits(pos=data.pos, de=data.de, dx=data.dx, t0=data.t0, event=data.event,
-                   n_events=data.n_events)
-    with torch.no_grad():
-        resp = detector_response(dep, params, charge=False)
-        pe = pe_from_visibility(data.visibility, resp.photons, data.event, data.n_events,
-                                params.get("pd_efficiency"))
-    return pe.sum(0).numpy()
 
 
 def main(smk) -> None:  # noqa: ANN001
@@ -79,7 +65,8 @@ def main(smk) -> None:  # noqa: ANN001
         sim = stage.toy_observation(problem, seed, params)
         profiles[name] = _profile(problem, sim, t_bin)
         if "observed" in pe:
-            pe[name] = _expected_pe(problem.data, params)
+            with torch.no_grad():
+                pe[name] = problem.likelihood.expected_pe(problem.data, params).sum(0).numpy()
     profiles = {k: v for k, v in profiles.items() if v is not None}
     plots.closed_loop_figure(profiles, pe, out.closed_loop)
     classic = summary["baselines"].get("lifetime", {})

@@ -66,43 +66,33 @@ class FitResult:
     nll: float
     history: list[dict[str, Any]] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
-    hessian_theta: Tensor | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"names": self.names, "values": self.values, "errors": self.errors,
-                "covariance": self.covariance.tolist(),
-                "correlation": self.correlation.tolist(), "theta": self.theta.tolist(),
-                "nll": self.nll, "timing_s": self.timing, "history": self.history}
 
 
 def hessian(fn: Callable[[Tensor], Tensor], theta: Tensor, rows: Sequence[int] | None = None,
-            with_gradient: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+            with_gradient: bool = False) -> Tensor | tuple[Tensor, Tensor, float]:
     """d^2 fn / d theta^2 restricted to ``rows`` (default all; the others are zero): one
     gradient with ``create_graph``, then one Hessian-vector product per row (a loop: on CPU
     faster than ``is_grads_batched``). Symmetrised. ``with_gradient``: also return the
-    gradient (zero outside ``rows``)."""
+    gradient (zero outside ``rows``) and the value of ``fn`` at ``theta``."""
     n = len(theta)
     idx = list(range(n)) if rows is None else list(rows)
     out = torch.zeros(n, n, dtype=theta.dtype)
     gout = torch.zeros(n, dtype=theta.dtype)
     if not idx:
-        return (out, gout) if with_gradient else out
+        if not with_gradient:
+            return out
+        with torch.no_grad():
+            return out, gout, float(fn(theta.detach()))
     sub = theta.detach()[idx].clone().requires_grad_(True)
-
-    def embed(x: Tensor) -> Tensor:
-        full = theta.detach().clone()
-        return full.index_put((torch.tensor(idx),), x)
-
-    grad = torch.autograd.grad(fn(embed(sub)), sub, create_graph=True)[0]
     ii = torch.tensor(idx)
+    value = fn(theta.detach().index_put((ii,), sub))
+    grad = torch.autograd.grad(value, sub, create_graph=True)[0]
     gout[ii] = grad.detach()
-    if not grad.requires_grad:
-        return (out, gout) if with_gradient else out
-    h = torch.stack([torch.autograd.grad(grad[i], sub, retain_graph=i < len(idx) - 1)[0]
-                     for i in range(len(idx))])
-    h = 0.5 * (h + h.T)
-    out[ii[:, None], ii[None, :]] = h.detach()
-    return (out, gout) if with_gradient else out
+    if grad.requires_grad:
+        h = torch.stack([torch.autograd.grad(grad[i], sub, retain_graph=i < len(idx) - 1)[0]
+                         for i in range(len(idx))])
+        out[ii[:, None], ii[None, :]] = (0.5 * (h + h.T)).detach()
+    return (out, gout, float(value.detach())) if with_gradient else out
 
 
 def covariance_from_hessian(h: Tensor) -> Tensor:
@@ -118,11 +108,14 @@ def covariance_from_hessian(h: Tensor) -> Tensor:
 
 
 def full_hessian(likelihood: Likelihood, param: Parametrisation, theta: Tensor,
-                 groups: Sequence[tuple[int, Any]] | None = None) -> tuple[Tensor, Tensor]:
-    """Hessian and gradient of -ln L in theta (default: all events), one neighbourhood group
-    at a time; the charge part only in the rows of the parameters that move the charge."""
+                 groups: Sequence[tuple[int, Any]] | None = None
+                 ) -> tuple[Tensor, Tensor, float]:
+    """Hessian, gradient and value of -ln L in theta (default: all events), one
+    neighbourhood group at a time; the charge part only in the rows of the parameters that
+    move the charge."""
     h = torch.zeros(param.size, param.size, dtype=torch.float64)
     g = torch.zeros(param.size, dtype=torch.float64)
+    value = 0.0
     labels = param.labels
     charge_rows = [i for i, n in enumerate(labels) if n in CHARGE]
     parts: list[tuple[tuple[str, ...], list[int] | None]] = [(("charge",), charge_rows)]
@@ -130,11 +123,12 @@ def full_hessian(likelihood: Likelihood, param: Parametrisation, theta: Tensor,
         parts.append((("light",), None))
     for k, d in likelihood.groups if groups is None else groups:
         for what, rows in parts:
-            hh, gg = hessian(lambda x, k=k, d=d, what=what: likelihood.group_nll(
+            hh, gg, v = hessian(lambda x, k=k, d=d, what=what: likelihood.group_nll(
                 d, k, param.params(x), what), theta, rows, with_gradient=True)
             h += hh
             g += gg
-    return h, g
+            value += v
+    return h, g, value
 
 
 def _preconditioner(h: Tensor) -> Tensor:
@@ -187,7 +181,7 @@ def fit(likelihood: Likelihood, param: Parametrisation, settings: FitSettings,
     # a preconditioner need not be exact: the Hessian of a random subset, scaled up
     n_sub = min(n_events, settings.precondition_events)
     sub = torch.randperm(n_events, generator=torch.Generator().manual_seed(settings.seed))
-    h0, _ = full_hessian(likelihood, param, start, likelihood.split(sub[:n_sub]))
+    h0, _, _ = full_hessian(likelihood, param, start, likelihood.split(sub[:n_sub]))
     h0 *= n_events / n_sub
     transform = _preconditioner(h0)
     phi = torch.zeros(param.size, dtype=torch.float64, requires_grad=True)
@@ -224,9 +218,7 @@ def fit(likelihood: Likelihood, param: Parametrisation, settings: FitSettings,
     t0 = time.perf_counter()
     best = theta.detach().clone()
     for step in range(settings.newton_iterations + 1):
-        h, g = full_hessian(likelihood, param, best)
-        with torch.no_grad():
-            nll_min = float(likelihood.nll(param.params(best)))
+        h, g, nll_min = full_hessian(likelihood, param, best)
         try:
             newton = torch.linalg.solve(h, g)
             decrement = 0.5 * float(g @ newton)
@@ -262,5 +254,5 @@ def fit(likelihood: Likelihood, param: Parametrisation, settings: FitSettings,
     return FitResult(names=names, values=values,
                      errors={n: float(e) for n, e in zip(names, err, strict=True)},
                      covariance=cov, correlation=corr, theta=best, nll=nll_min,
-                     history=history, timing=timing, hessian_theta=h)
+                     history=history, timing=timing)
 

@@ -183,20 +183,35 @@ class Likelihood:
         """-ln L of one group, up to parameter-free constants: its ``parts`` ("charge": the
         voxels, "light": the PE; the Hessian takes them separately, since only the charge
         part is expensive)."""
-        deposits = Deposits(pos=d.pos, de=d.de, dx=d.dx, t0=d.t0, event=d.event,
-                            n_events=d.n_events)
         with_charge = "charge" in parts
-        resp = detector_response(deposits, params, replace(self.settings, neighbourhood=k),
-                                 charge=with_charge)
+        resp = self._response(d, k, params, with_charge)
         nll = torch.zeros((), dtype=torch.float64)
         if with_charge:
             nll = nll + self._charge_nll(d, resp.coords, resp.event, resp.charge)
         if "light" in parts and self.use_light:
-            assert d.pe is not None and d.visibility is not None
-            lam = pe_from_visibility(d.visibility, resp.photons, d.event, d.n_events,
-                                     params.get("pd_efficiency")).clamp_min(1e-300)
+            assert d.pe is not None
+            lam = self._pe(d, resp.photons, params).clamp_min(1e-300)
             nll = nll + (lam - d.pe * torch.log(lam)).sum()
         return nll
+
+    def expected_pe(self, d: ControlData, params: Mapping[str, Tensor]) -> Tensor:
+        """Expected photoelectrons ``[E, D]`` of the events ``d`` (light only: no voxels)."""
+        return self._pe(d, self._response(d, 1, params, charge=False).photons, params)
+
+    def _response(self, d: ControlData, k: int, params: Mapping[str, Tensor], charge: bool
+                  ) -> Any:
+        deposits = Deposits(pos=d.pos, de=d.de, dx=d.dx, t0=d.t0, event=d.event,
+                            n_events=d.n_events)
+        return detector_response(deposits, params, replace(self.settings, neighbourhood=k),
+                                 charge=charge)
+
+    @staticmethod
+    def _pe(d: ControlData, photons: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        if d.visibility is None:
+            raise ValueError("expected PE need the deposits' visibility "
+                             "(data.with_visibility(model))")
+        return pe_from_visibility(d.visibility, photons, d.event, d.n_events,
+                                  params.get("pd_efficiency"))
 
     def _charge_nll(self, d: ControlData, coords: Tensor, event: Tensor, charge: Tensor
                     ) -> Tensor:

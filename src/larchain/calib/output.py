@@ -33,7 +33,9 @@ def fitted_tpc(problem: Any, result: FitResult) -> dict[str, Any]:
     tpc["recombination"] = problem.settings.recombination
     params = problem.param.params(result.theta)
     for k in _TPC_SCALARS:
-        if k in problem.param.scalars or k in ("light_yield",) and problem.param.n_detectors:
+        # the light yield also changes when only the efficiencies are fitted: it carries
+        # their mean
+        if k in problem.param.scalars or (k == "light_yield" and problem.param.n_detectors):
             tpc[k] = float(params[k])
     if problem.param.n_detectors:
         tpc["pd_efficiency"] = [float(v) for v in params["pd_efficiency"]]

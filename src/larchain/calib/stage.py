@@ -26,7 +26,7 @@ from larchain.calib.likelihood import Likelihood, Parametrisation, comparable_tr
 from larchain.core.geometry import Detector
 from larchain.sim import rng as hashrng
 from larchain.sim.control import SAMPLES
-from larchain.sim.light import pe_from_visibility, sample_pe
+from larchain.sim.light import sample_pe
 from larchain.sim.recombination import MODEL_PARAMS
 from larchain.sim.response import Deposits, ResponseSettings, detector_response
 from larchain.sim.simulate import response_from_config
@@ -162,7 +162,6 @@ def toy_observation(problem: Problem, toy_seed: int,
     settings = replace(problem.settings, mode="exact")
     grid = torch.tensor(data.grid)
     ev_out, co_out, q_out = [], [], []
-    photons = torch.zeros(len(data.de), dtype=torch.float64)
     for k in torch.unique(data.neighbourhood).tolist():
         events = torch.nonzero(data.neighbourhood == k).flatten()
         d = data.subset(events)
@@ -175,14 +174,10 @@ def toy_observation(problem: Problem, toy_seed: int,
         ev_out.append(events[resp.event[inside]])
         co_out.append(resp.coords[inside])
         q_out.append(resp.charge[inside].to(torch.float32).to(torch.float64))
-        idx = torch.cat([torch.arange(int(data.deposit_offset[e]),
-                                      int(data.deposit_offset[e + 1])) for e in events])
-        photons[idx] = resp.photons
     pe = None
     if data.pe is not None and data.visibility is not None:
-        lam = pe_from_visibility(data.visibility, photons, data.event, data.n_events,
-                                 params.get("pd_efficiency"))
-        pe = sample_pe(lam, gen)
+        with torch.no_grad():
+            pe = sample_pe(problem.likelihood.expected_pe(data, params), gen)
     toy = data.with_observation(torch.cat(ev_out), torch.cat(co_out), torch.cat(q_out), pe)
     if data.events:  # the baselines read event dicts: same tracks, the toy's voxels
         vox_event = toy.vox_event.numpy()
