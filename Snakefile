@@ -4,6 +4,7 @@
 #   siren   neural surrogate of the LUT, and its evaluation        workflow/rules/siren.smk
 #   sim     labelled events and calibration control samples        workflow/rules/simulation.smk
 #   reco    UResNet segmentation + point proposals: train, infer, eval workflow/rules/reco.smk
+#           particles and interactions (clustering, GNNs, PID)      workflow/rules/reco.smk
 #   calib   detector-physics fit, classic baselines, coverage toys workflow/rules/calibration.smk
 #
 # Every stage writes results/<stage>/<id>/ where <id> hashes the config keys it reads,
@@ -36,4 +37,5 @@ rule all:
         rules.siren_eval.output,
         rules.simulation_figures.output,
         rules.reco_eval.output,
+        rules.particle_eval.output,
         rules.calibration_figures.output,

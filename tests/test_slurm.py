@@ -59,6 +59,9 @@ JOB_RULES = {
     "reco_train",
     "reco_infer",
     "reco_eval",
+    "particle_train",
+    "particle_infer",
+    "particle_eval",
     "calibrate",
     "calibration_coverage",
     "calibration_figures",
@@ -489,6 +492,9 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
             "reco_train": ("1", "4000M", "02:00:00"),
             "reco_infer": ("2", "4000M", "01:00:00"),
             "reco_eval": ("1", "4000M", "00:30:00"),
+            "particle_train": ("1", "4000M", "01:00:00"),
+            "particle_infer": ("2", "4000M", "01:00:00"),
+            "particle_eval": ("1", "4000M", "00:30:00"),
             "calibrate": ("2", "6000M", "01:00:00"),
             "calibration_coverage": ("2", "4000M", "01:00:00"),
             "calibration_figures": ("1", "2000M", "00:30:00"),
@@ -508,6 +514,8 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
         ("control", "crossing_muons-00000.h5"),
         ("reco", "model.safetensors"),
         ("reco_infer", "predictions-00000.h5"),
+        ("particles", "chain.safetensors"),
+        ("particle_infer", "particles-00000.h5"),
     ]:
         assert sum(rel.startswith(f"{stage}/") and rel.endswith(f"/{name}") for rel in a) == 1
     for rel in a:

@@ -72,7 +72,8 @@ def test_run_produces_a_verified_lut_artifact(run):
 
 
 SIM_RULES = {"simulate": 1, "simulate_control": 1, "simulation_figures": 1}
-RECO_RULES = {"reco_train": 1, "reco_infer": 1, "reco_eval": 1}
+PARTICLE_RULES = {"particle_train": 1, "particle_infer": 1, "particle_eval": 1}
+RECO_RULES = {"reco_train": 1, "reco_infer": 1, "reco_eval": 1, **PARTICLE_RULES}
 CALIB_RULES = {"calibrate": 1, "calibration_coverage": 1, "calibration_figures": 1}
 
 
@@ -126,9 +127,14 @@ def test_rerun_and_partial_reruns(run, tmp_path):
     # them); coverage options redo the toys only; figure options the figures only
     for key, value, expected in (
         (("reco", "epochs"), 3, RECO_RULES),
-        (("reco", "infer", "score_threshold"), 0.7, {"reco_infer": 1, "reco_eval": 1}),
+        (("reco", "infer", "score_threshold"), 0.7,
+         {"reco_infer": 1, "reco_eval": 1, **PARTICLE_RULES}),
         (("reco", "eval", "point_within"), 2.0, {"reco_eval": 1}),
         (("reco", "device"), "auto", {}),
+        (("particles", "epochs", "particles"), 3, PARTICLE_RULES),
+        (("particles", "infer", "events_per_shard"), 2,
+         {"particle_infer": 1, "particle_eval": 1}),
+        (("particles", "eval", "baseline", "eps"), 1.5, {"particle_eval": 1}),
         (("calibration", "adam", "steps"), 3, CALIB_RULES),
         (("calibration", "coverage", "toys"), 3,
          {"calibration_coverage": 1, "calibration_figures": 1}),
@@ -186,6 +192,7 @@ def test_same_config_same_bytes_with_one_or_two_workers(run, tmp_path):
     again = tmp_path / "results" / "siren" / siren.name
     assert sha256(again / "model.safetensors") == sha256(siren / "model.safetensors")
     for stage, pattern in (("simulation", "*.h5"), ("control", "*.h5"), ("reco_infer", "*.h5"),
+                           ("particles", "chain.*"), ("particle_infer", "*.h5"),
                            ("calibration", "*.*"), ("calibration_coverage", "toys.json")):
         art_dir = only(wd, stage)
         files = sorted(p.name for p in art_dir.glob(pattern) if p.name != "manifest.json")
@@ -232,6 +239,37 @@ def test_reco_artifacts(run):
     assert metrics["events"] == json.loads((reco / "split.json").read_text())["holdout"]
     assert metrics["ppn"]["true_points"] > 0
     for fig in ("confusion.png", "prediction_display.png", "point_residuals.png"):
+        assert (ev / "figures" / fig).stat().st_size > 10_000
+
+
+def test_particle_artifacts(run):
+    """The particle chain trains on stage 1's training events, reconstructs every event into
+    the documented tables, and is scored next to the baseline on the held-out events."""
+    from larchain.sim.storage import EventDataset
+
+    wd, _, _ = run
+    sim, reco, infer = only(wd, "simulation"), only(wd, "reco"), only(wd, "reco_infer")
+    chain, rec, ev = only(wd, "particles"), only(wd, "particle_infer"), only(wd, "particle_eval")
+    assert json.loads((chain / "manifest.json").read_text())["upstream"] == {
+        "predictions": infer.name, "simulation": sim.name}
+    assert json.loads((ev / "manifest.json").read_text())["upstream"] == {
+        "reconstruction": rec.name, "predictions": infer.name, "simulation": sim.name}
+    events, out = EventDataset(sim), EventDataset(rec, "particles")
+    assert len(out) == len(events) == 6
+    for i in range(len(events)):
+        truth, r = events.raw(i)["voxels"], out.raw(i)
+        assert len(r["voxels"]["particle"]) == len(truth["coords"])
+        n_part = len(r["particles"]["id"])
+        assert set(np.unique(r["voxels"]["particle"])) == set(range(n_part))
+        assert set(r["particles"]["interaction"]) == set(range(len(r["interactions"]["id"])))
+        assert r["particles"]["start"].shape == (n_part, 3)
+        assert np.all(r["particles"]["energy"] >= 0) and np.all(r["particles"]["type"] < 5)
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["events"] == json.loads((reco / "split.json").read_text())["holdout"]
+    for model in ("learned", "baseline"):
+        for level in ("fragment", "particle", "interaction"):
+            assert -1 <= metrics[model][level]["ari"]["mean"] <= 1
+    for fig in ("particle_display.png", "pid_confusion.png", "clustering_scores.png"):
         assert (ev / "figures" / fig).stat().st_size > 10_000
 
 
@@ -296,7 +334,8 @@ def test_report_contains_every_figure_with_its_caption(run):
     for fig in ("visibility_slice.png", "comparison.png", "bias.png", "training.png",
                 "event_display.png", "class_fractions.png", "dedx_residual_range.png",
                 "recombination.png", "confusion.png", "prediction_display.png",
-                "point_residuals.png", "convergence.png", "pulls.png", "correlation.png",
+                "point_residuals.png", "particle_display.png", "pid_confusion.png",
+                "clustering_scores.png", "convergence.png", "pulls.png", "correlation.png",
                 "dqdx_drift_time.png", "pe_per_detector.png", "closed_loop.png"):
         assert fig in html
     for caption in ("Photon visibility", "relative bias", "SIREN training",

@@ -70,7 +70,7 @@ RECO_INFER = artifact(
     "reco_infer",
     ("reco.infer",),
     (),
-    reco.CODE_VERSION,
+    reco.INFER_CODE_VERSION,
     {"reco": RECO, "simulation": SIM},
 )
 RECO_EVAL = artifact(
@@ -79,6 +79,29 @@ RECO_EVAL = artifact(
     (),
     reco.CODE_VERSION,
     {"predictions": RECO_INFER, "simulation": SIM},
+)
+
+# reconstruction 2-3: the particle chain trains on stage 1's predictions of the same events
+PARTICLES = artifact(
+    "particles",
+    ("particles",),
+    ("particles.infer", "particles.eval"),
+    reco.PARTICLES_CODE_VERSION,
+    {"predictions": RECO_INFER, "simulation": SIM},
+)
+PARTICLE_INFER = artifact(
+    "particle_infer",
+    ("particles.infer",),
+    (),
+    reco.PARTICLES_CODE_VERSION,
+    {"particles": PARTICLES, "predictions": RECO_INFER, "simulation": SIM},
+)
+PARTICLE_EVAL = artifact(
+    "particle_eval",
+    ("particles.eval",),
+    (),
+    reco.PARTICLES_CODE_VERSION,
+    {"reconstruction": PARTICLE_INFER, "predictions": RECO_INFER, "simulation": SIM},
 )
 
 

@@ -86,3 +86,93 @@ rule reco_eval:
         artifact=RECO_EVAL.to_dict(),
     script:
         "../scripts/reco_eval.py"
+
+
+# Reconstruction stages 2-3: fragments -> particles -> interactions, particle ID.
+
+
+rule particle_train:
+    input:
+        events=rules.simulate.output.index,
+        predictions=rules.reco_infer.output.index,
+        split=rules.reco_train.output.split,
+    output:
+        model=f"{PARTICLES.path}/chain.safetensors",
+        chain=f"{PARTICLES.path}/chain.json",
+        history=f"{PARTICLES.path}/history.csv",
+        manifest=f"{PARTICLES.path}/manifest.json",
+    log:
+        f"logs/particles/{PARTICLES.id}/particle_train.log",
+    benchmark:
+        f"logs/particles/{PARTICLES.id}/particle_train.benchmark.tsv"
+    conda:
+        "../../envs/larchain.yaml"
+    threads: 1  # one torch thread: the trained weights do not depend on the core count
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        artifact=PARTICLES.to_dict(),
+    script:
+        "../scripts/particle_train.py"
+
+
+rule particle_infer:
+    input:
+        model=rules.particle_train.output.manifest,
+        events=rules.simulate.output.index,
+        predictions=rules.reco_infer.output.index,
+    output:
+        index=f"{PARTICLE_INFER.path}/index.json",
+        manifest=f"{PARTICLE_INFER.path}/manifest.json",
+    log:
+        f"logs/particle_infer/{PARTICLE_INFER.id}/particle_infer.log",
+    benchmark:
+        f"logs/particle_infer/{PARTICLE_INFER.id}/particle_infer.benchmark.tsv"
+    conda:
+        "../../envs/larchain.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        artifact=PARTICLE_INFER.to_dict(),
+    script:
+        "../scripts/particle_infer.py"
+
+
+rule particle_eval:
+    input:
+        particles=rules.particle_infer.output.index,
+        predictions=rules.reco_infer.output.index,
+        events=rules.simulate.output.index,
+        split=rules.reco_train.output.split,
+    output:
+        metrics=f"{PARTICLE_EVAL.path}/metrics.json",
+        display=report(
+            f"{PARTICLE_EVAL.path}/figures/particle_display.png",
+            caption="../report/particle_display.rst",
+            category="4. Reconstruction",
+        ),
+        pid=report(
+            f"{PARTICLE_EVAL.path}/figures/pid_confusion.png",
+            caption="../report/particle_pid.rst",
+            category="4. Reconstruction",
+        ),
+        scores=report(
+            f"{PARTICLE_EVAL.path}/figures/clustering_scores.png",
+            caption="../report/particle_scores.rst",
+            category="4. Reconstruction",
+        ),
+        manifest=f"{PARTICLE_EVAL.path}/manifest.json",
+    log:
+        f"logs/particle_eval/{PARTICLE_EVAL.id}/particle_eval.log",
+    conda:
+        "../../envs/larchain.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        artifact=PARTICLE_EVAL.to_dict(),
+    script:
+        "../scripts/particle_eval.py"

@@ -1,8 +1,9 @@
 """Sharded inference: the trained network over every simulated event, on a Dask cluster.
 
 Shards follow the simulation's events in fixed blocks, so 1 or N workers write the same
-files. Per voxel (in the simulation's voxel order): predicted class and class
-probabilities; per event: the proposed points.
+files. Per voxel (in the simulation's voxel order): predicted class, class probabilities and
+the last decoder features (float16; the input of the particle-level chain); per event: the
+proposed points.
 """
 
 from __future__ import annotations
@@ -39,16 +40,19 @@ def predict_events(model: Any, events: list[dict[str, Any]], score_threshold: fl
     out = model(st)
     prob = torch.softmax(out["segmentation"], 1)
     prob = st.to_input_order(prob)  # rows back in the order of the events' voxels
+    feats = st.to_input_order(out["features"])
     points = predict_points(st.coords, out, score_threshold=score_threshold)
     records, start = [], 0
     for b, ev in enumerate(events):
         n = len(ev["coords"])
         p = prob[start:start + n].numpy()
+        f = feats[start:start + n].numpy()
         start += n
         pts = points[points[:, 0] == b][:, 1:].numpy()
         records.append({
             "index": ev["index"],
-            "voxels": {"pred": p.argmax(1).astype(np.int8), "prob": p.astype(np.float16)},
+            "voxels": {"pred": p.argmax(1).astype(np.int8), "prob": p.astype(np.float16),
+                       "features": f.astype(np.float16)},
             "points": {"position": pts[:, :3].astype(np.float32),
                        "type": pts[:, 3].astype(np.int8), "score": pts[:, 4].astype(np.float32)},
         })

@@ -1,0 +1,162 @@
+"""The particle-level chain: grouping, vertexing, energies, and training end to end on
+synthetic events whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from larchain.reco import metrics as M
+from larchain.reco import particles as P
+from larchain.sim.stopping import RangeTable
+from larchain.sim.truth import TRACK
+
+
+def test_majority_and_relabel():
+    cluster = np.array([0, 0, 0, 1, 1, 2])
+    label = np.array([5, 7, 7, 3, 9, 4])
+    assert P.majority(cluster, label, 3).tolist() == [7, 3, 4]  # tie 3/9: smallest
+    assert P._relabel(np.array([9, 9, 2, 5, 2])).tolist() == [0, 0, 1, 2, 1]
+
+
+def test_average_linkage_resists_one_wrong_edge():
+    """Two tight groups of four joined by one confident wrong edge: connected components of
+    the thresholded edges merge them; average linkage keeps the groups apart (the two
+    nodes of the wrong edge may pair up, but neither group follows them)."""
+    n = 8
+    i, j = torch.triu_indices(n, n, 1)
+    edges = torch.stack([i, j])
+    same = (i < 4) == (j < 4)
+    prob = torch.where(same, 0.95, 0.02)
+    prob[(i == 3) & (j == 4)] = 0.99
+    labels = P.average_linkage(n, edges, prob, 0.5)
+    assert len(set(labels[:3])) == 1 and len(set(labels[5:])) == 1
+    assert labels[0] != labels[7]
+    clean = P.average_linkage(n, edges, torch.where(same, 0.95, 0.02), 0.5)
+    assert clean.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    from larchain.reco.graph import components
+    assert len(np.unique(components(n, edges[:, prob > 0.5]).numpy())) == 1
+    assert P.average_linkage(1, edges[:, :0], prob[:0], 0.5).tolist() == [0]
+
+
+def test_vertex_is_the_common_start_of_the_primaries():
+    v = np.array([10.0, 20.0, 30.0])
+    dirs = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, -1.0]])
+    start = np.array([v + 0.2 * d for d in dirs])
+    end = np.array([v + 50 * d for d in dirs])
+    # orientation unknown to the chain: swap one particle's ends
+    start[1], end[1] = end[1].copy(), start[1].copy()
+    got = P._vertex(start, end, np.array([True, True, True]))
+    assert np.linalg.norm(got - v) < 0.5
+
+
+def test_missing_decoder_features_is_a_clear_error():
+    sim = {"index": 3, "voxels": {"coords": np.zeros((2, 3), np.int32),
+                                  "charge": np.ones(2, np.float32)}}
+    with pytest.raises(KeyError, match="re-run reco_infer"):
+        P.event_input(sim, {"voxels": {"prob": np.zeros((2, 5))}}, with_truth=False)
+
+
+def _line(start: np.ndarray, direction: np.ndarray, n: int) -> np.ndarray:
+    return np.unique(np.floor(start + np.outer(np.arange(n) * 0.5, direction)).astype(np.int64),
+                     axis=0)
+
+
+def _synthetic_event(rng: np.random.Generator, index: int) -> P.EventInput:
+    """Two interactions far apart; each: two tracks (a muon, a proton) from a vertex."""
+    coords, part, inter, ptype, charge = [], [], [], [], []
+    pid = 0
+    for k in range(2):
+        vertex = np.array([40.0, 40.0, 40.0]) + k * np.array([0.0, 0.0, 150.0])
+        vertex += rng.uniform(-5, 5, 3)
+        for t, (n, q) in enumerate(((120, 8000.0), (30, 40000.0))):
+            d = rng.normal(size=3)
+            d /= np.linalg.norm(d)
+            c = _line(vertex + 1.5 * d, d, n)
+            coords.append(c)
+            part.append(np.full(len(c), pid))
+            inter.append(np.full(len(c), k))
+            ptype.append(np.full(len(c), 2 if t == 0 else 4))
+            charge.append(np.full(len(c), q) * rng.uniform(0.9, 1.1, len(c)))
+            pid += 1
+    coords = np.concatenate(coords)
+    coords, first = np.unique(coords, axis=0, return_index=True)  # crossing voxels: once
+    part, inter = np.concatenate(part)[first], np.concatenate(inter)[first]
+    ptype, charge = np.concatenate(ptype)[first], np.concatenate(charge)[first]
+    n = len(coords)
+    prob = np.zeros((n, 5), np.float32)
+    prob[:, TRACK] = 1.0
+    q = np.bincount(part, weights=charge, minlength=pid)
+    truth = {"semantic": np.full(n, TRACK), "fragment": part, "particle": part,
+             "interaction": inter, "particle_type": ptype, "primary": np.ones(n, np.int64)}
+    return P.EventInput(
+        index=index, coords=torch.as_tensor(coords, dtype=torch.float32),
+        charge=torch.as_tensor(charge, dtype=torch.float32), prob=torch.as_tensor(prob),
+        features=torch.as_tensor(rng.normal(size=(n, 4)).astype(np.float32) * 0.1),
+        truth=truth, particles={"id": np.arange(pid), "deposited_energy": q * 2e-5})
+
+
+CFG = {"radius": 1.75, "edge_threshold": 0.5, "hidden": 16, "layers": 2,
+       "epochs": {"fragments": 3, "particles": 30, "interactions": 40}, "batch_events": 2,
+       "lr": 1e-2, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    events = [_synthetic_event(rng, i) for i in range(12)]
+    chain, history = P.train_chain(events, CFG, voxel_size=0.3)
+    return chain, history, [_synthetic_event(rng, 100 + i) for i in range(4)]
+
+
+def test_chain_learns_separated_interactions(trained):
+    chain, history, held_out = trained
+    assert {row["step"] for row in history} == {"fragments", "particles", "interactions"}
+    assert chain.mev_per_electron == pytest.approx(2e-5)
+    scores = []
+    for ev in held_out:
+        rec = chain.reconstruct(ev)
+        pred = {**rec["voxels"], "particle_ids": rec["particles"]["id"],
+                "type": rec["particles"]["type"], "primary": rec["particles"]["primary"]}
+        scores.append(M.event_scores(ev.truth, pred))
+    s = M.summarise_scores(scores)
+    # 150 voxels apart: nothing of one interaction may be grouped with the other
+    assert s["interaction"]["ari"]["mean"] > 0.95, s["interaction"]
+    assert s["interaction"]["purity"]["mean"] > 0.99
+
+
+def test_reconstructed_tables_are_consistent(trained):
+    chain, _, held_out = trained
+    ev = held_out[0]
+    rec = chain.reconstruct(ev)
+    v, p, i = rec["voxels"], rec["particles"], rec["interactions"]
+    n_part = len(p["id"])
+    assert len(v["particle"]) == len(ev.coords)
+    assert set(np.unique(v["particle"])) == set(range(n_part))
+    assert np.array_equal(p["n_voxels"], np.bincount(v["particle"], minlength=n_part))
+    assert np.array_equal(p["interaction"][v["particle"]], v["interaction"])
+    assert np.array_equal(i["n_particles"], np.bincount(p["interaction"]))
+    np.testing.assert_allclose(np.linalg.norm(p["direction"], axis=1)[p["length"] > 0], 1,
+                               atol=1e-5)
+    # charge x the fitted constant; range-based kinetic energy for track types
+    q = np.bincount(v["particle"], weights=ev.charge.numpy().astype(np.float64))
+    np.testing.assert_allclose(p["deposited_energy"], q * 2e-5, rtol=1e-5)
+    names = {2: "muon", 3: "pion", 4: "proton"}
+    for k in range(n_part):
+        if p["type"][k] in names:
+            assert p["energy_from_range"][k] == 1
+            want = RangeTable.for_particle(names[int(p["type"][k])]).kinetic_at_range(
+                float(p["length"][k]))
+            assert p["energy"][k] == pytest.approx(want, rel=1e-5)
+
+
+def test_save_and_load_give_the_same_reconstruction(trained, tmp_path):
+    chain, _, held_out = trained
+    P.save_chain(chain, tmp_path)
+    again = P.load_chain(tmp_path)
+    a, b = chain.reconstruct(held_out[1]), again.reconstruct(held_out[1])
+    for table in a:
+        for col in a[table]:
+            assert np.array_equal(a[table][col], b[table][col]), (table, col)
