@@ -20,8 +20,10 @@ mistakes it will see at inference (the GrapPA pattern, in plain PyTorch):
    particle type (photon,
    electron, muon, pion, proton) and the primary flag.
 
-Fragments predicted low-energy (de-excitation photons' Compton electrons) skip steps 2-3: each
-is its own particle (photon, not primary), attached to the interaction of the nearest particle.
+Step 2 aggregates only shower and track fragments, and only fragments of the same class;
+Michel and delta fragments are particles as they are. Fragments predicted low-energy
+(de-excitation photons' Compton electrons) skip steps 2-3: each is its own particle (photon,
+not primary), attached to the interaction of the nearest particle.
 
 A cluster's truth (for training) is the label most of its voxels carry.
 
@@ -59,6 +61,12 @@ from larchain.sim.stopping import RangeTable
 N_TYPES = len(T.PARTICLE_TYPES)
 TRACK_TYPES = {2: "muon", 3: "pion", 4: "proton"}  # type index -> CSDA table
 VOXEL_EDGE_FEATURES = 4
+#: Classes whose fragments the fragment GNN aggregates (as GrapPA: showers; here also the
+#: pieces of a track broken at a mis-segmented voxel). Michel and delta fragments are
+#: particles as they are.
+AGGREGATED = (T.SHOWER, T.TRACK)
+#: Classes whose particles the interaction GNN groups and identifies.
+GROUPED = (T.SHOWER, T.TRACK, T.MICHEL, T.DELTA)
 
 
 # ------------------------------------------------------------------------------------------
@@ -153,12 +161,16 @@ def voxel_graph(ev: EventInput, radius: float) -> Graph:
 
 def cluster_graph(ev: EventInput, cluster: np.ndarray, level: str) -> Graph:
     """Complete graph of the clusters (``cluster``: per-voxel ids 0..C-1) of one event.
-    ``level`` names the truth of an edge: ``"particle"`` or ``"interaction"`` (the latter also
-    gets the type and primary targets per node)."""
+    ``level`` names the truth of an edge: ``"particle"`` (edges only between clusters of the
+    same predicted class) or ``"interaction"`` (which also gets the type and primary targets
+    per node)."""
     c = torch.as_tensor(cluster)
     n = int(cluster.max()) + 1 if len(cluster) else 0
     x = G.cluster_features(ev.coords, ev.charge, c, ev.prob)
     edges = G.complete_graph(torch.zeros(n, dtype=torch.int64))
+    if level == "particle":  # fragments of one particle share its class
+        cls = torch.as_tensor(majority(cluster, ev.semantic.numpy(), n))
+        edges = edges[:, cls[edges[0]] == cls[edges[1]]]
     e = G.edge_features(ev.coords, c, x, edges)
     g = Graph(x, edges, e)
     if ev.truth is not None:
@@ -243,12 +255,12 @@ class Chain:
         frag = self.fragments(ev)
         n_frag = int(frag.max()) + 1 if len(frag) else 0
         frag_class = majority(frag, ev.semantic.numpy(), n_frag)
-        active = frag_class != T.LOW_ENERGY
+        active = np.isin(frag_class, AGGREGATED)
         frag_particle, _, _ = self._group(self.fragment_gnn, ev, frag, active, "particle")
         particle = frag_particle[frag]
         n_part = int(particle.max()) + 1 if len(particle) else 0
         part_class = majority(particle, ev.semantic.numpy(), n_part)
-        active_p = part_class != T.LOW_ENERGY
+        active_p = np.isin(part_class, GROUPED)
         part_inter, heads, _ = self._group(self.particle_gnn, ev, particle, active_p,
                                            "interaction")
         ptype = np.zeros(n_part, np.int64)  # low energy: photon
@@ -301,6 +313,8 @@ class Chain:
         vertex = np.zeros((n_int, 3))
         for i in range(n_int):
             members = np.flatnonzero(part_inter == i)
+            grouped = members[np.isin(part_class[members], GROUPED)]
+            members = grouped if len(grouped) else members  # low-energy blobs: no vertex
             vertex[i] = _vertex(start[members], end[members], primary[members].astype(bool))
         # orient each particle away from its interaction's vertex
         v = vertex[part_inter] if n_part else np.zeros((0, 3))
@@ -450,7 +464,7 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
     frag_graphs, part_graphs = [], []
     frags = [chain.fragments(ev) for ev in events]
     for ev, frag in zip(events, frags, strict=True):
-        sel, local = _active(ev, frag)
+        sel, local = _active(ev, frag, AGGREGATED)
         if sel is not None:
             frag_graphs.append(cluster_graph(_subset(ev, sel), local, "particle"))
     history += _fit(chain.fragment_gnn, frag_graphs, int(epochs["particles"]), lr, batch, rng,
@@ -458,10 +472,10 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
     # step 3 on the particles step 2 makes
     for ev, frag in zip(events, frags, strict=True):
         n_frag = int(frag.max()) + 1
-        active = majority(frag, ev.semantic.numpy(), n_frag) != T.LOW_ENERGY
+        active = np.isin(majority(frag, ev.semantic.numpy(), n_frag), AGGREGATED)
         fp, _, _ = chain._group(chain.fragment_gnn, ev, frag, active, "particle")
         particle = fp[frag]
-        sel, local = _active(ev, particle)
+        sel, local = _active(ev, particle, GROUPED)
         if sel is not None:
             part_graphs.append(cluster_graph(_subset(ev, sel), local, "interaction"))
     history += _fit(chain.particle_gnn, part_graphs, int(epochs["interactions"]), lr, batch,
@@ -469,10 +483,12 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
     return chain, history
 
 
-def _active(ev: EventInput, cluster: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-    """Voxels of the clusters not predicted low-energy, and their clusters renumbered."""
+def _active(ev: EventInput, cluster: np.ndarray, classes: Sequence[int]
+            ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Voxels of the clusters whose predicted class is one of ``classes``, and their clusters
+    renumbered."""
     n = int(cluster.max()) + 1
-    active = majority(cluster, ev.semantic.numpy(), n) != T.LOW_ENERGY
+    active = np.isin(majority(cluster, ev.semantic.numpy(), n), classes)
     sel = active[cluster]
     if not sel.any():
         return None, cluster
