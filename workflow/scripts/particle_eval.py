@@ -6,8 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from larchain.core.artifacts import ArtifactSpec, atomic_path, require, write_manifest
 from larchain.core.jobs import run_job
 from larchain.reco import particle_plots as plots
@@ -36,10 +34,8 @@ def main(smk) -> None:  # noqa: ANN001
               f"{s['particle']['ari']['mean']:.3f} interaction "
               f"{s['interaction']['ari']['mean']:.3f}; PID accuracy {s['pid']['accuracy']}",
               file=sys.stderr)
-    # the held-out event with the most interactions shows the grouping best
-    show = max(result["displays"], key=lambda d: len(np.unique(d["truth"]["interaction"])))
-    vs = voxel_size(sim_dir)
-    plots.event_display({**show, "voxel_size": vs}, smk.output.display)
+    plots.event_display({**result["display"], "voxel_size": voxel_size(sim_dir)},
+                        smk.output.display)
     plots.pid_confusion(result["learned"]["pid"]["confusion"],
                         result["baseline"]["pid"]["confusion"], smk.output.pid)
     plots.score_distributions(tables["learned"], tables["baseline"], smk.output.scores)

@@ -121,7 +121,7 @@ def evaluate(sim_dir: str | Path, pred_dir: str | Path, particle_dir: str | Path
     events = storage.EventDataset(sim_dir)
     preds = storage.EventDataset(pred_dir, "predictions")
     parts = storage.EventDataset(particle_dir, "particles")
-    learned, base, shown = [], [], []
+    learned, base, shown = [], [], None
     for i in tqdm(holdout, desc="particle_eval", unit="event", mininterval=1):
         ev, pr, rec = events.raw(i), preds.raw(i), parts.raw(i)
         truth = ev["voxels"]
@@ -129,12 +129,15 @@ def evaluate(sim_dir: str | Path, pred_dir: str | Path, particle_dir: str | Path
         b = baseline_event(ev, pr, cfg["baseline"])
         learned.append(M.event_scores(truth, as_prediction(rec), mask))
         base.append(M.event_scores(truth, b, mask))
-        shown.append({"index": i, "coords": truth["coords"], "truth": truth, "learned": rec,
-                      "baseline": b})
+        # the display shows the event with the most interactions (the grouping at work)
+        n_int = len(np.unique(truth["interaction"]))
+        if shown is None or n_int > shown["n_interactions"]:
+            shown = {"index": i, "coords": truth["coords"], "truth": truth, "learned": rec,
+                     "baseline": b, "n_interactions": n_int}
     return {"events": list(holdout), "learned": M.summarise_scores(learned),
             "baseline": M.summarise_scores(base), "per_event": {"learned": learned,
                                                                 "baseline": base},
-            "displays": shown}
+            "display": shown}
 
 
 def per_event_table(scores: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
