@@ -160,3 +160,14 @@ def test_save_and_load_give_the_same_reconstruction(trained, tmp_path):
     for table in a:
         for col in a[table]:
             assert np.array_equal(a[table][col], b[table][col]), (table, col)
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_empty_and_single_voxel_events(trained, n):
+    chain, _, held_out = trained
+    f = held_out[0].features.shape[1]
+    ev = P.EventInput(7, torch.zeros(n, 3), torch.full((n,), 5e3), torch.full((n, 5), 0.2),
+                      torch.zeros(n, f))
+    rec = chain.reconstruct(ev)
+    assert len(rec["voxels"]["particle"]) == n
+    assert len(rec["particles"]["id"]) == n and len(rec["interactions"]["id"]) == n

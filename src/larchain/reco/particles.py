@@ -120,6 +120,8 @@ def event_input(sim_event: Mapping[str, Any], prediction: Mapping[str, Any],
 
 def majority(cluster: np.ndarray, label: np.ndarray, n_clusters: int) -> np.ndarray:
     """The label most voxels of each cluster carry (ties: the smallest label)."""
+    if len(label) == 0:
+        return np.zeros(n_clusters, dtype=np.asarray(label).dtype)
     lab, inv = np.unique(label, return_inverse=True)
     counts = np.zeros((n_clusters, len(lab)), np.int64)
     np.add.at(counts, (cluster, inv), 1)
