@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,29 +72,45 @@ def infer_shard(block: dict[str, Any], *, model_dir: str, sim_dir: str, out_dir:
         events = [load_event(ds, i, voxel_size, float(cfg["charge_scale"]))
                   for i in ids[k:k + batch_events]]
         records += predict_events(model, events, score_threshold)
+    return write_block(block, records, out_dir, ("voxels", "points"))
+
+
+def write_block(block: Mapping[str, Any], records: list[dict[str, Any]], out_dir: str | Path,
+                tables: tuple[str, ...]) -> dict[str, Any]:
+    """Write one block's records as its shard; the shard's entry of ``index.json``."""
     path = Path(out_dir) / block["file"]
-    storage.write_shard(path, records, {"first_event": block["first"]},
-                        tables=("voxels", "points"))
+    storage.write_shard(path, records, {"first_event": block["first"]}, tables=tables)
     return {"file": block["file"], "first_event": block["first"], "n_events": block["n"],
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def run_sharded(task: Callable[..., dict[str, Any]], events: str | Path, out_dir: str | Path,
+                sample: str, events_per_shard: int, *, desc: str, threads: int,
+                dask_cfg: Mapping[str, Any] | None, **kwargs: Any) -> dict[str, Any]:
+    """Run ``task(block, out_dir=..., **kwargs)`` over every event of the simulation artifact
+    ``events`` in fixed blocks (so 1 or N workers write the same files) on a Dask cluster, and write
+    ``index.json`` listing the shards of ``sample``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = len(storage.EventDataset(events))
+    blocks = plan_shards({sample: n}, int(events_per_shard))
+    results: dict[int, dict[str, Any]] = {}
+    with dask_client(dask_cfg, threads) as client:
+        map_blocks(client, task, blocks, desc=desc, on_result=results.__setitem__,
+                   out_dir=str(out_dir), **kwargs)
+    index = {"schema_version": storage.SCHEMA_VERSION,
+             "samples": {sample: {"events": n, "shards": [results[i] for i in
+                                                         range(len(blocks))]}}}
+    write_json_atomic(out_dir / "index.json", index)
+    return index
 
 
 def run_inference(model_dir: str | Path, sim_dir: str | Path, out_dir: str | Path,
                   cfg: Mapping[str, Any], *, threads: int, dask_cfg: Mapping[str, Any] | None
                   ) -> dict[str, Any]:
     """Predict every event of a simulation artifact; write shards and ``index.json``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n = len(storage.EventDataset(sim_dir))
-    blocks = plan_shards({"predictions": n}, int(cfg["events_per_shard"]))
-    results: dict[int, dict[str, Any]] = {}
-    with dask_client(dask_cfg, threads) as client:
-        map_blocks(client, infer_shard, blocks, desc="reco_infer", on_result=results.__setitem__,
-                   model_dir=str(model_dir), sim_dir=str(sim_dir), out_dir=str(out_dir),
-                   batch_events=int(cfg["batch_events"]),
-                   score_threshold=float(cfg["score_threshold"]))
-    index = {"schema_version": storage.SCHEMA_VERSION,
-             "samples": {"predictions": {"events": n, "shards": [results[i] for i in
-                                                                  range(len(blocks))]}}}
-    write_json_atomic(out_dir / "index.json", index)
-    return index
+    return run_sharded(infer_shard, sim_dir, out_dir, "predictions", cfg["events_per_shard"],
+                       desc="reco_infer", threads=threads, dask_cfg=dask_cfg,
+                       model_dir=str(model_dir),
+                       sim_dir=str(sim_dir), batch_events=int(cfg["batch_events"]),
+                       score_threshold=float(cfg["score_threshold"]))

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from larchain.reco.plots import confusion_panel  # noqa: E402
 from larchain.sim.truth import PARTICLE_TYPES  # noqa: E402
 
 
@@ -57,20 +58,8 @@ def pid_confusion(learned: np.ndarray, baseline: np.ndarray, path: str | Path) -
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     for ax, c, title in ((axes[0], np.asarray(learned), "GNN"),
                          (axes[1], np.asarray(baseline), "heuristic baseline")):
-        with np.errstate(invalid="ignore"):
-            norm = np.nan_to_num(c / c.sum(1, keepdims=True))
-        ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-        for i in range(len(c)):
-            for j in range(len(c)):
-                if c[i].sum():
-                    ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center",
-                            fontsize=8, color="w" if norm[i, j] > 0.5 else "k")
-        ax.set_xticks(range(len(c)), PARTICLE_TYPES, rotation=30)
-        ax.set_yticks(range(len(c)), [f"{t} ({int(c[k].sum())})"
-                                      for k, t in enumerate(PARTICLE_TYPES)])
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true (particles)")
-        ax.set_title(f"{title}: accuracy {np.trace(c) / max(c.sum(), 1):.3f}")
+        rows = [f"{t} ({int(c[k].sum())})" for k, t in enumerate(PARTICLE_TYPES)]
+        confusion_panel(ax, c, PARTICLE_TYPES, rows, title, digits=0, ylabel="true (particles)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -16,22 +16,20 @@ positions in cm, energies in MeV; ids unique within an event)::
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from larchain.core.artifacts import write_json_atomic
-from larchain.core.cluster import dask_client, map_blocks
 from larchain.reco import baseline as B
 from larchain.reco import metrics as M
+from larchain.reco.infer import run_sharded, write_block
 from larchain.reco.particles import Chain, EventInput, event_input, load_chain
 from larchain.sim import storage
 from larchain.sim import truth as T
-from larchain.sim.build import plan_shards
 
 TABLES = ("voxels", "particles", "interactions")
 
@@ -60,38 +58,21 @@ def _chain(model_dir: str) -> Chain:
 def infer_shard(block: dict[str, Any], *, model_dir: str, sim_dir: str, pred_dir: str,
                 out_dir: str) -> dict[str, Any]:
     """Worker task: reconstruct events ``block['first']..`` and write their shard."""
-    import torch
-
     torch.set_num_threads(1)
     chain = _chain(model_dir)
     ids = range(block["first"], block["first"] + block["n"])
-    records = []
-    for ev in load_inputs(sim_dir, pred_dir, ids, with_truth=False):
-        records.append({"index": ev.index, **chain.reconstruct(ev)})
-    path = Path(out_dir) / block["file"]
-    storage.write_shard(path, records, {"first_event": block["first"]}, tables=TABLES)
-    return {"file": block["file"], "first_event": block["first"], "n_events": block["n"],
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    records = [{"index": ev.index, **chain.reconstruct(ev)}
+               for ev in load_inputs(sim_dir, pred_dir, ids, with_truth=False)]
+    return write_block(block, records, out_dir, TABLES)
 
 
 def run_inference(model_dir: str | Path, sim_dir: str | Path, pred_dir: str | Path,
                   out_dir: str | Path, cfg: Mapping[str, Any], *, threads: int,
                   dask_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """Reconstruct every event of a simulation artifact; write shards and ``index.json``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n = len(storage.EventDataset(sim_dir))
-    blocks = plan_shards({"particles": n}, int(cfg["events_per_shard"]))
-    results: dict[int, dict[str, Any]] = {}
-    with dask_client(dask_cfg, threads) as client:
-        map_blocks(client, infer_shard, blocks, desc="particle_infer",
-                   on_result=results.__setitem__, model_dir=str(model_dir),
-                   sim_dir=str(sim_dir), pred_dir=str(pred_dir), out_dir=str(out_dir))
-    index = {"schema_version": storage.SCHEMA_VERSION,
-             "samples": {"particles": {"events": n, "shards": [results[i] for i in
-                                                             range(len(blocks))]}}}
-    write_json_atomic(out_dir / "index.json", index)
-    return index
+    return run_sharded(infer_shard, sim_dir, out_dir, "particles", cfg["events_per_shard"],
+                       desc="particle_infer", threads=threads, dask_cfg=dask_cfg,
+                       model_dir=str(model_dir), sim_dir=str(sim_dir), pred_dir=str(pred_dir))
 
 
 # ------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -20,23 +22,30 @@ def confusion_figure(conf: np.ndarray, conf_base: np.ndarray, path: str | Path) 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     panels = ((axes[0], conf, "UResNet"), (axes[1], conf_base, "PCA-linearity baseline"))
     for ax, c, title in panels:
-        with np.errstate(invalid="ignore"):
-            norm = c / c.sum(1, keepdims=True)
-        ax.imshow(np.nan_to_num(norm), vmin=0, vmax=1, cmap="Blues")
-        for i in range(len(c)):
-            for j in range(len(c)):
-                if c[i].sum():
-                    ax.text(j, i, f"{100 * norm[i, j]:.1f}", ha="center", va="center",
-                            fontsize=8, color="w" if norm[i, j] > 0.5 else "k")
-        ax.set_xticks(range(len(c)), SEMANTIC_CLASSES, rotation=30)
-        ax.set_yticks(range(len(c)), SEMANTIC_CLASSES)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{title}: accuracy {np.trace(c) / max(c.sum(), 1):.3f}")
+        confusion_panel(ax, c, SEMANTIC_CLASSES, SEMANTIC_CLASSES, title, digits=1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def confusion_panel(ax: Any, c: np.ndarray, predicted: Sequence[str], true: Sequence[str],
+                    title: str, digits: int = 1, ylabel: str = "true") -> None:
+    """Row-normalised confusion matrix (percent in each cell) with its overall accuracy."""
+    c = np.asarray(c)
+    with np.errstate(invalid="ignore"):
+        norm = np.nan_to_num(c / c.sum(1, keepdims=True))
+    ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    for i in range(len(c)):
+        for j in range(len(c)):
+            if c[i].sum():
+                ax.text(j, i, f"{100 * norm[i, j]:.{digits}f}", ha="center", va="center",
+                        fontsize=8, color="w" if norm[i, j] > 0.5 else "k")
+    ax.set_xticks(range(len(c)), predicted, rotation=30)
+    ax.set_yticks(range(len(c)), true)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}: accuracy {np.trace(c) / max(c.sum(), 1):.3f}")
 
 
 def prediction_display(coords: np.ndarray, truth: np.ndarray, pred: np.ndarray,
