@@ -231,14 +231,15 @@ class Chain:
         return _relabel(G.components(len(ev.coords), g.edges[:, keep]).numpy())
 
     def _group(self, model: GraphNet, ev: EventInput, cluster: np.ndarray, active: np.ndarray,
-               level: str) -> tuple[np.ndarray, list[torch.Tensor], Graph | None]:
+               level: str) -> tuple[np.ndarray, list[torch.Tensor]]:
         """Merge the active clusters (a boolean per cluster) by the model's edge scores;
-        inactive ones stay alone. Returns per-cluster group ids, node outputs, the graph."""
+        inactive ones stay alone. Returns per-cluster group ids and the node outputs (rows:
+        the active clusters in order)."""
         n = int(cluster.max()) + 1 if len(cluster) else 0
         group = np.arange(n)
         idx = np.flatnonzero(active)
         if len(idx) == 0:
-            return group, [], None
+            return group, []
         local = np.full(n, -1)
         local[idx] = np.arange(len(idx))
         sel = np.isin(cluster, idx)
@@ -249,21 +250,21 @@ class Chain:
             logit, heads = model(g.x, g.edges, g.e)
         comp = average_linkage(len(idx), g.edges, torch.sigmoid(logit), self.threshold)
         group[idx] = idx[np.unique(comp, return_index=True)[1]][comp]  # lowest member's id
-        return _relabel(group), heads, g
+        return _relabel(group), heads
 
     def reconstruct(self, ev: EventInput) -> dict[str, dict[str, np.ndarray]]:
         """One event -> ``{"voxels", "particles", "interactions"}`` tables (see
-        :mod:`larchain.reco.particle_output` for the schema)."""
+        :mod:`larchain.reco.particle_stage` for the schema)."""
         frag = self.fragments(ev)
         n_frag = int(frag.max()) + 1 if len(frag) else 0
         frag_class = majority(frag, ev.semantic.numpy(), n_frag)
         active = np.isin(frag_class, AGGREGATED)
-        frag_particle, _, _ = self._group(self.fragment_gnn, ev, frag, active, "particle")
+        frag_particle, _ = self._group(self.fragment_gnn, ev, frag, active, "particle")
         particle = frag_particle[frag]
         n_part = int(particle.max()) + 1 if len(particle) else 0
         part_class = majority(particle, ev.semantic.numpy(), n_part)
         active_p = np.isin(part_class, GROUPED)
-        part_inter, heads, _ = self._group(self.particle_gnn, ev, particle, active_p,
+        part_inter, heads = self._group(self.particle_gnn, ev, particle, active_p,
                                            "interaction")
         ptype = np.zeros(n_part, np.int64)  # low energy: photon
         type_score = np.ones(n_part, np.float32)
@@ -475,7 +476,7 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
     for ev, frag in zip(events, frags, strict=True):
         n_frag = int(frag.max()) + 1
         active = np.isin(majority(frag, ev.semantic.numpy(), n_frag), AGGREGATED)
-        fp, _, _ = chain._group(chain.fragment_gnn, ev, frag, active, "particle")
+        fp, _ = chain._group(chain.fragment_gnn, ev, frag, active, "particle")
         particle = fp[frag]
         sel, local = _active(ev, particle, GROUPED)
         if sel is not None:
