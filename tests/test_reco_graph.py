@@ -35,14 +35,7 @@ from larchain.reco.graph import (
     radius_graph,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: a second OpenMP thread only adds spin-waiting on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def brute_radius(x: np.ndarray, r: float, group: np.ndarray | None = None) -> np.ndarray:

@@ -33,14 +33,7 @@ TOL = 1e-10
 C_IN, C_OUT, BATCH = 3, 4, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second OpenMP thread only adds spin-waiting, which makes the
-    file many times slower when the machine is shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def random_sites(size: int, occupancy: float, seed: int, batch: int = BATCH) -> torch.Tensor:

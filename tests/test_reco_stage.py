@@ -20,13 +20,7 @@ from larchain.sim.storage import EventDataset
 
 from .conftest import REPO
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def test_confusion_and_metrics_closed_form():

@@ -26,14 +26,7 @@ from larchain.reco.uresnet import (
     segmentation_loss,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds spin-waiting (see test_reco_sparse)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def random_events(size: int, occupancy: float, seed: int, batch: int = 2) -> torch.Tensor:

@@ -26,15 +26,7 @@ from larchain.siren import (
 )
 from larchain.siren.train import voxel_centres
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: one thread is as fast, and OpenMP's spin-waiting on a
-    shared, busy 2-core machine made a training step ~100x slower with two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 # -- analytic visibility: solid angle of square photodetectors on two walls -------------
