@@ -104,7 +104,18 @@ def main() -> None:
     ap.add_argument("--toys", type=int, default=50)
     ap.add_argument("--toy-tracks", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--first-toy", type=int, default=0,
+                    help="toy seeds are derived from the toy number: split a study over runs")
+    ap.add_argument("--json", default=None, help="also write every toy's result to this file")
+    ap.add_argument("--merge", nargs="*", default=None,
+                    help="summarise the toys of these --json files instead of running anything")
     args = ap.parse_args()
+    if args.merge:
+        from larchain.calib import stage
+
+        toys = [t for f in args.merge for t in json.loads(Path(f).read_text())["toys"]]
+        print_coverage(stage.pull_summary(toys), len(toys), "merged from " + ", ".join(args.merge))
+        return
 
     from larchain.calib import baselines, stage
     from larchain.calib.fit import FitSettings, fit
@@ -154,28 +165,34 @@ def main() -> None:
                 "stopping_protons": tracks - tracks // 2 - tracks // 4}}}
             t0 = time.perf_counter()
             with dask_client(None, args.workers) as client:
-                futures = client.map(_toy, range(args.toys), control=str(control), cfg=ccfg,
-                                     pure=False)
+                futures = client.map(_toy, range(args.first_toy, args.first_toy + args.toys),
+                                     control=str(control), cfg=ccfg, pure=False)
                 toys = client.gather(futures)
-            summary = stage.pull_summary(toys)
-            print(f"\n== coverage: {args.toys} toys x {tracks} tracks in "
-                  f"{time.perf_counter() - t0:.0f} s ({args.workers} workers)")
-            effs = [k for k in summary if k.startswith("pd_efficiency[")]
-            for name, s in summary.items():
-                if name in effs or name == "lifetime_resolution":
-                    continue
-                print(f"  {name:18s} pull mean {s['mean']:+.3f} +- {s['mean_error']:.3f}"
-                      f"  width {s['width']:.3f} +- {s['width_error']:.3f}")
-            if effs:
-                w = np.array([summary[k]["width"] for k in effs])
-                m = np.array([summary[k]["mean"] for k in effs])
-                print(f"  pd_efficiency x{len(effs)}: pull widths {w.min():.3f}..{w.max():.3f}"
-                      f" (mean {w.mean():.3f}), means {m.min():+.3f}..{m.max():+.3f}")
-            res = summary.get("lifetime_resolution")
-            if res:
-                print(f"  lifetime spread over toys: differentiable {res['fit_spread']:.1f} us,"
-                      f" classic {res['classic_spread']:.1f} us: ratio {res['ratio']:.3f}; "
-                      f"means {res['fit_mean']:.0f} vs {res['classic_mean']:.0f} us")
+            if args.json:
+                Path(args.json).write_text(json.dumps({"toy_tracks": tracks, "toys": toys}))
+            print_coverage(stage.pull_summary(toys), args.toys,
+                           f"{tracks} tracks in {time.perf_counter() - t0:.0f} s "
+                           f"({args.workers} workers)")
+
+
+def print_coverage(summary: dict, n_toys: int, how: str) -> None:
+    print(f"\n== coverage: {n_toys} toys, {how}; failed fits: {summary['failed']['n']}")
+    effs = [k for k in summary if k.startswith("pd_efficiency[")]
+    for name, s in summary.items():
+        if name in effs or name in ("lifetime_resolution", "failed"):
+            continue
+        print(f"  {name:18s} pull mean {s['mean']:+.3f} +- {s['mean_error']:.3f}"
+              f"  width {s['width']:.3f} +- {s['width_error']:.3f}")
+    if effs:
+        w = np.array([summary[k]["width"] for k in effs])
+        m = np.array([summary[k]["mean"] for k in effs])
+        print(f"  pd_efficiency x{len(effs)}: pull widths {w.min():.3f}..{w.max():.3f}"
+              f" (mean {w.mean():.3f}), means {m.min():+.3f}..{m.max():+.3f}")
+    res = summary.get("lifetime_resolution")
+    if res:
+        print(f"  lifetime spread over toys: differentiable {res['fit_spread']:.1f} us,"
+              f" classic {res['classic_spread']:.1f} us: ratio {res['ratio']:.3f}; "
+              f"means {res['fit_mean']:.0f} vs {res['classic_mean']:.0f} us")
 
 
 if __name__ == "__main__":

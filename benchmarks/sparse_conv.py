@@ -17,7 +17,9 @@ the batch / time):
   bounding-box volume (dense convolution cost is proportional to the volume), marked
   "extrapolated"; with the dense cells/s, which puts the per-site cost of the sparse path
   (gather/scatter overhead, ~half the 27 neighbours present on tracks) in perspective;
-* spconv, if importable (it is not installed here: skipped with a message).
+* spconv on the same batch, if importable (an optional, benchmark-only dependency): the same
+  layer and the same U-Net in spconv's layers; forward on CPU, forward+backward on CUDA only
+  (spconv's backward needs CUDA); ratios ours/spconv printed (target <= 1.5).
 
 Usage:
     python benchmarks/sparse_conv.py                      # CPU, torch's default threads
@@ -175,6 +177,127 @@ def dense_timings(
     return (t_fwd[0] * scale, t_fwd[1] * scale), (t_fb[0] * scale, t_fb[1] * scale), how
 
 
+def spconv_unet(spconv, in_channels: int, out_channels: int, widths: list[int]) -> nn.Module:  # noqa: ANN001
+    """The same U-Net as SparseUNet in spconv's layers (same blocks, kernels, strides)."""
+
+    def blk(c_in: int, c_out: int, key: str) -> nn.Module:
+        return spconv.SparseSequential(
+            spconv.SubMConv3d(c_in, c_out, 3, bias=False, indice_key=key),
+            nn.BatchNorm1d(c_out),
+            nn.ReLU(),
+        )
+
+    class SpconvUNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = widths
+            self.stem = spconv.SparseSequential(blk(in_channels, w[0], "s0"), blk(w[0], w[0], "s0"))
+            self.down = nn.ModuleList(
+                spconv.SparseSequential(
+                    spconv.SparseConv3d(
+                        w[i - 1], w[i], 2, stride=2, bias=False, indice_key=f"d{i}"
+                    ),
+                    nn.BatchNorm1d(w[i]),
+                    nn.ReLU(),
+                    blk(w[i], w[i], f"s{i}"),
+                    blk(w[i], w[i], f"s{i}"),
+                )
+                for i in range(1, len(w))
+            )
+            self.up = nn.ModuleList(
+                spconv.SparseSequential(
+                    spconv.SparseInverseConv3d(w[i], w[i - 1], 2, bias=False, indice_key=f"d{i}"),
+                    nn.BatchNorm1d(w[i - 1]),
+                    nn.ReLU(),
+                )
+                for i in range(1, len(w))
+            )
+            self.merge = nn.ModuleList(
+                spconv.SparseSequential(
+                    blk(2 * w[i - 1], w[i - 1], f"s{i - 1}"), blk(w[i - 1], w[i - 1], f"s{i - 1}")
+                )
+                for i in range(1, len(w))
+            )
+            self.head = spconv.SubMConv3d(w[0], out_channels, 1, indice_key="h")
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            skips = [self.stem(x)]
+            for down in self.down:
+                skips.append(down(skips[-1]))
+            y = skips.pop()
+            for up, merge in zip(reversed(self.up), reversed(self.merge), strict=True):
+                u, s = up(y), skips.pop()  # inverse conv restores the skip's indices, in order
+                y = merge(u.replace_feature(torch.cat([u.features, s.features], 1)))
+            return self.head(y)
+
+    return SpconvUNet()
+
+
+def spconv_timings(
+    spconv,
+    coords: torch.Tensor,
+    charge: torch.Tensor,
+    widths: list[int],  # noqa: ANN001
+    args: argparse.Namespace,
+    device: torch.device,
+    report: Callable[..., None],
+    results: dict,
+) -> None:
+    """spconv on the same batch: (a) one SubMConv3d 32->32, (b) the same U-Net; forward on
+    any device, forward+backward only on CUDA (spconv's backward needs CUDA streams)."""
+    n = len(coords)
+    shape = [args.grid] * 3
+    idx = coords.to(torch.int32).contiguous()
+    c = args.channels
+
+    def tensor(f: torch.Tensor):  # noqa: ANN202
+        return spconv.SparseConvTensor(f, idx, shape, args.events)
+
+    conv = spconv.SubMConv3d(c, c, 3, indice_key="a").to(device)
+    feats = torch.randn(n, c, device=device)
+    x = tensor(feats)
+    with torch.no_grad():
+        conv(x)  # builds and caches the map in x.indice_dict
+        report("(a) spconv subm forward (cached map)", timed(lambda: conv(x), device, args.repeats))
+    if device.type == "cuda":
+        xf = tensor(feats.clone().requires_grad_())
+        conv(xf)
+
+        def fb() -> None:
+            conv(xf).features.square().mean().backward()
+
+        report("(a) spconv subm forward+backward (cached map)", timed(fb, device, args.repeats))
+    unet = spconv_unet(spconv, 1, 5, widths).to(device)
+    unet.eval()
+    with torch.no_grad():
+        report(
+            "(b) spconv U-Net forward (eval, incl. maps)",
+            timed(lambda: unet(tensor(charge)), device, args.repeats),
+        )
+    if device.type == "cuda":
+        unet.train()
+
+        def unet_fb() -> None:
+            unet(tensor(charge)).features.square().mean().backward()
+
+        report(
+            "(b) spconv U-Net forward+backward (train, incl. maps)",
+            timed(unet_fb, device, args.repeats),
+        )
+    for ours, theirs in [
+        ("(a) subm forward (cached map)", "(a) spconv subm forward (cached map)"),
+        ("(a) subm forward+backward (cached map)", "(a) spconv subm forward+backward (cached map)"),
+        ("(b) U-Net forward (eval, incl. maps)", "(b) spconv U-Net forward (eval, incl. maps)"),
+        (
+            "(b) U-Net forward+backward (train, incl. maps)",
+            "(b) spconv U-Net forward+backward (train, incl. maps)",
+        ),
+    ]:
+        if ours in results and theirs in results:
+            r = results[ours]["s"] / results[theirs]["s"]
+            print(f"time ratio ours/spconv {ours[4:]:40s} {r:6.2f} (target <= 1.5)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -292,11 +415,11 @@ def main() -> None:
     )
 
     try:
-        import spconv.pytorch  # noqa: F401
+        import spconv.pytorch as spconv
     except ImportError as err:
         print(f"spconv: not importable ({err}); skipped")
     else:
-        print("spconv: importable, but no spconv comparison is implemented in this script")
+        spconv_timings(spconv, coords, charge, widths, args, device, report, results)
 
     if args.json:
         with open(args.json, "w") as f:

@@ -430,7 +430,7 @@ def test_cuda_matches_cpu():
     results = {}
     for device in ("cpu", "cuda"):
         net = _net().to(device)
-        f = feats.to(device).requires_grad_()
+        f = feats.to(device).detach().requires_grad_()  # a leaf on each device
         x = SparseTensor.from_batch(coords.to(device), f)
         out = net(x)
         out.features.square().sum().backward()

@@ -34,14 +34,16 @@ def _model(model_dir: str) -> tuple[Any, dict[str, Any]]:
 @torch.no_grad()
 def predict_events(model: Any, events: list[dict[str, Any]], score_threshold: float
                    ) -> list[dict[str, Any]]:
-    """Predictions for a list of events (from :func:`larchain.reco.data.load_event`)."""
-    batch = make_batch(events)
+    """Predictions for a list of events (from :func:`larchain.reco.data.load_event`), computed
+    on the model's device (CPU or CUDA: same code path)."""
+    device = next(model.parameters()).device
+    batch = make_batch(events, device)
     st = batch["input"]
     out = model(st)
     prob = torch.softmax(out["segmentation"], 1)
-    prob = st.to_input_order(prob)  # rows back in the order of the events' voxels
-    feats = st.to_input_order(out["features"])
-    points = predict_points(st.coords, out, score_threshold=score_threshold)
+    prob = st.to_input_order(prob).cpu()  # rows back in the order of the events' voxels
+    feats = st.to_input_order(out["features"]).cpu()
+    points = predict_points(st.coords, out, score_threshold=score_threshold).cpu()
     records, start = [], 0
     for b, ev in enumerate(events):
         n = len(ev["coords"])
