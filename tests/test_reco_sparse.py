@@ -8,6 +8,8 @@ input validation, and a small U-Net that must learn a voxel labelling task.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from larchain.reco import sparse
 from larchain.reco.sparse import (
     SparseBatchNorm,
     SparseConv3d,
@@ -34,6 +37,15 @@ C_IN, C_OUT, BATCH = 3, 4, 2
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+
+
+@pytest.fixture(params=["per-offset", "batched"])
+def products(request, monkeypatch):
+    """Run a test with each way of forming the products (per-offset matmuls, the CPU default;
+    one padded batched matmul, the CUDA default): both must give the dense answer."""
+    batched = request.param == "batched"
+    monkeypatch.setattr(sparse, "_apply", functools.partial(sparse._apply, batched=batched))
+    return request.param
 
 
 def random_sites(size: int, occupancy: float, seed: int, batch: int = BATCH) -> torch.Tensor:
@@ -115,6 +127,7 @@ CASES = [(8, 0.3, 0), (10, 0.2, 1), (12, 0.1, 2)]
 @pytest.mark.parametrize(
     ("size", "occupancy", "seed", "k"), [*[(*c, 3) for c in CASES], (9, 0.25, 3, 5)]
 )
+@pytest.mark.usefixtures("products")
 def test_submanifold_equals_dense_conv3d(size, occupancy, seed, k):
     coords = random_sites(size, occupancy, seed)
     layer = SubmanifoldConv3d(C_IN, C_OUT, kernel_size=k)
@@ -127,6 +140,7 @@ def test_submanifold_equals_dense_conv3d(size, occupancy, seed, k):
 
 
 @pytest.mark.parametrize(("size", "occupancy", "seed"), CASES)
+@pytest.mark.usefixtures("products")
 def test_strided_equals_dense_conv3d(size, occupancy, seed):
     coords = random_sites(size, occupancy, seed)
     layer = SparseConv3d(C_IN, C_OUT, kernel_size=2, stride=2)
@@ -144,6 +158,7 @@ def test_strided_equals_dense_conv3d(size, occupancy, seed):
 
 
 @pytest.mark.parametrize(("size", "occupancy", "seed"), CASES)
+@pytest.mark.usefixtures("products")
 def test_transposed_equals_dense_conv_transpose3d(size, occupancy, seed):
     coords = random_sites(size, occupancy, seed)
     layer = SparseConvTranspose3d(C_IN, C_OUT, kernel_size=2, stride=2)
@@ -205,10 +220,12 @@ def _tiny(channels: int = 2) -> SparseTensor:
     ],
     ids=["submanifold", "strided", "batchnorm", "relu"],
 )
+@pytest.mark.usefixtures("products")
 def test_gradcheck(make):
     _gradcheck_layer(make(), _tiny())
 
 
+@pytest.mark.usefixtures("products")
 def test_gradcheck_transposed():
     x = _tiny()
     coarse = SparseConv3d(2, 2).double()(x)
@@ -309,6 +326,7 @@ def test_sparse_cat_and_dense_round_trip():
         sparse_cat(x, SparseConv3d(2, 2).double()(x))
 
 
+@pytest.mark.usefixtures("products")
 def test_empty_batch():
     x = SparseTensor.from_batch(torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 2))
     y = SparseConvTranspose3d(3, 1)(SparseConv3d(3, 3)(SubmanifoldConv3d(2, 3)(x)))
@@ -395,6 +413,7 @@ def toy_events(n_events: int, size: int, seed: int) -> tuple[torch.Tensor, torch
     return collate_coords(events), torch.cat(labels)
 
 
+@pytest.mark.usefixtures("products")
 def test_unet_learns_lines_vs_blobs():
     torch.manual_seed(0)
     coords, labels = toy_events(4, 16, seed=0)

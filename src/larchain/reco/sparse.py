@@ -26,6 +26,7 @@ kz``, i.e. ``nn.Conv3d``'s ``weight[c_out, c_in, kx, ky, kz]`` is ``W[k, c_in, c
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -174,6 +175,25 @@ class KernelMap:
             self.out_idx, self.in_idx, self.counts, self.n_out, self.n_in, self.identity
         )
 
+    @functools.cached_property
+    def padded(self) -> tuple[Tensor, Tensor, Tensor, int]:
+        """The pairs laid out as ``[offsets with pairs, M]`` (M: the largest count) for one
+        batched matmul: (input rows, output rows, those offsets, M). Padding slots read row
+        ``n_in`` (a zero row appended to the input) and add their zero product to row 0."""
+        dev = self.in_idx.device
+        counts = torch.tensor(self.counts, dtype=torch.int64, device=dev)
+        active = torch.nonzero(counts).flatten()
+        m = int(counts.max()) if counts.numel() else 0
+        c = counts[active]
+        group = torch.repeat_interleave(torch.arange(len(active), device=dev), c)
+        start = torch.cumsum(c, 0) - c
+        slot = group * m + torch.arange(group.numel(), device=dev) - start[group]
+        in_pad = torch.full((len(active) * m,), self.n_in, dtype=torch.int64, device=dev)
+        out_pad = torch.zeros(len(active) * m, dtype=torch.int64, device=dev)
+        in_pad[slot] = self.in_idx
+        out_pad[slot] = self.out_idx
+        return in_pad, out_pad, active, m
+
 
 class KernelMapCache:
     """Coordinate sets per stride and kernel maps per (kind, stride, kernel size), for one batch.
@@ -237,7 +257,10 @@ class KernelMapCache:
                 f"{stride // kernel_size} to {stride} in this tensor's cache: a transposed conv "
                 "can only go back to a finer level that a strided conv came from"
             )
-        return self.maps[key].transposed()
+        up = ("upsample", stride, kernel_size)
+        if up not in self.maps:  # kept, with its padded layout, for the next layer and pass
+            self.maps[up] = self.maps[key].transposed()
+        return self.maps[up]
 
     @staticmethod
     def _build_submanifold(coords: Tensor, keys: Tensor, kernel_size: int) -> KernelMap:
@@ -287,19 +310,30 @@ class KernelMapCache:
         return decode(coarse_keys), coarse_keys, kmap
 
 
-def _apply(x: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+def _apply(x: Tensor, weight: Tensor, kmap: KernelMap, batched: bool | None = None) -> Tensor:
     """The convolution: ``out[o] += x[i] @ W[k]`` over the pairs (i, o) of each offset k.
 
-    One gather of all pairs, one matmul per offset on contiguous slices, one scatter-add:
-    three big ops instead of three per offset, which matters for small events and backward.
+    One gather of all pairs, the products, one scatter-add. The products are one matmul per
+    offset on contiguous slices (no wasted work: best on a CPU), or, ``batched`` (default on
+    CUDA), one batched matmul over the pairs padded to ``[offsets, M]``: a fixed handful of
+    kernels per layer whatever the kernel size, since a GPU otherwise waits on kernel launches
+    (3.2x slower than spconv per U-Net step, measured). Same maps, same result either way.
     """
     out = x @ weight[kmap.identity] if kmap.identity is not None else None
     if kmap.in_idx.numel():
-        parts = torch.split(x.index_select(0, kmap.in_idx), kmap.counts)
-        y = torch.cat([p @ weight[k] for k, p in enumerate(parts) if p.shape[0]])
+        if x.is_cuda if batched is None else batched:
+            in_pad, out_pad, active, m = kmap.padded
+            xz = torch.cat([x, x.new_zeros(1, x.shape[1])])  # row n_in: what padding reads
+            g = xz.index_select(0, in_pad).view(len(active), m, x.shape[1])
+            y = torch.bmm(g, weight.index_select(0, active)).view(-1, weight.shape[2])
+            out_idx = out_pad
+        else:
+            parts = torch.split(x.index_select(0, kmap.in_idx), kmap.counts)
+            y = torch.cat([p @ weight[k] for k, p in enumerate(parts) if p.shape[0]])
+            out_idx = kmap.out_idx
         if out is None:  # dtype of the products (autocast may differ from x's)
             out = y.new_zeros(kmap.n_out, weight.shape[2])
-        out = out.index_add_(0, kmap.out_idx, y)
+        out = out.index_add_(0, out_idx, y)
     if out is None:  # no pairs at all
         out = x.new_zeros(kmap.n_out, weight.shape[2])
     return out
