@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--toys", type=int, default=50)
     ap.add_argument("--toy-tracks", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="where the joint fit's likelihood runs")
     ap.add_argument("--first-toy", type=int, default=0,
                     help="toy seeds are derived from the toy number: split a study over runs")
     ap.add_argument("--json", default=None, help="also write every toy's result to this file")
@@ -129,14 +130,16 @@ def main() -> None:
         make_control(control, cfg, n)
         print(f"simulated {sum(n)} control tracks {n} in {time.perf_counter() - t0:.1f} s")
         torch.set_num_threads(2)
-        problem = stage.build_problem(control, None, ccfg, visibility_model=visibility_model(cfg))
+        problem = stage.build_problem(control, None, ccfg, visibility_model=visibility_model(cfg),
+                                      device=args.device)
         t0 = time.perf_counter()
         result = fit(problem.likelihood, problem.param, FitSettings.from_config(ccfg, 1),
                      progress=False)
         wall = time.perf_counter() - t0
         rows = stage.summarise(result, problem.truth)
-        print(f"\n== joint fit: {problem.data.n_events} tracks, {len(problem.data.de)} "
-              f"deposits, {len(problem.data.vox_charge)} voxels, {problem.param.size} free")
+        print(f"\n== joint fit on {args.device}: {problem.data.n_events} tracks, "
+              f"{len(problem.data.de)} deposits, {len(problem.data.vox_charge)} voxels, "
+              f"{problem.param.size} free")
         print(f"time {wall:.1f} s (target 60 s: ratio {wall / 60:.2f}); phases "
               + ", ".join(f"{k} {v:.1f}" for k, v in result.timing.items()))
         ok = 0

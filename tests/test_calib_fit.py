@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from larchain.calib.data import ControlData, control_info, load_control
-from larchain.calib.fit import FitSettings, covariance_from_hessian, fit, hessian
+from larchain.calib.fit import FitSettings, covariance_from_hessian, fit, full_hessian, hessian
 from larchain.calib.likelihood import (
     Likelihood,
     Parametrisation,
@@ -228,6 +228,28 @@ def test_joint_fit_recovers_injected_parameters_within_errors():
     assert 0 <= res.history[-1]["decrement"] < 1e-6
     assert res.history[-1]["nll"] < res.history[0]["nll"]
     assert np.allclose(np.diag(res.correlation.numpy()), 1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_likelihood_on_cuda_matches_cpu():
+    """Same -ln L, gradient and Hessian with the groups on the GPU (parameters on the host)."""
+    pos, de, dx, t0, ev = tracks(8, seed=5)
+    vis = Constant([3e-4, 6e-4, 9e-4])
+    settings = ResponseSettings(neighbourhood=1)
+    data = observe(pos, de, dx, t0, ev, 8, default_params("box", 3, F64), settings,
+                   torch.Generator().manual_seed(2), vis, 3)
+    param = Parametrisation(("lifetime", "box_alpha", "drift_velocity", "light_yield",
+                             "pd_efficiency"), start_params(3), 3)
+    theta = torch.full((param.size,), 0.01, dtype=F64)
+    out = {}
+    for device in ("cpu", "cuda"):
+        lik = Likelihood(data, settings, device=device)
+        assert all(d.pos.device.type == device for _, d in lik.groups)
+        out[device] = full_hessian(lik, param, theta)
+    (h0, g0, v0), (h1, g1, v1) = out["cpu"], out["cuda"]
+    assert h1.device.type == "cpu" and v1 == pytest.approx(v0, rel=1e-10)
+    assert torch.allclose(g1, g0, rtol=1e-8, atol=1e-8 * float(g0.abs().max()))
+    assert torch.allclose(h1, h0, rtol=1e-8, atol=1e-8 * float(h0.abs().max()))
 
 
 # -- files ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,11 @@ class ControlData:
             events=[self.events[int(i)] for i in idx] if self.events else [],
             visibility=None if self.visibility is None else self.visibility[dep],
         )
+
+    def to(self, device: torch.device | str) -> ControlData:
+        """The same data with every tensor on ``device`` (event dicts stay on the host)."""
+        return replace(self, **{f.name: v.to(device) for f in fields(self)
+                                if isinstance(v := getattr(self, f.name), Tensor)})
 
     def with_visibility(self, model: Any, batch_size: int = 65536) -> ControlData:
         """Evaluate a :class:`~larchain.core.visibility.VisibilityModel` at every deposit."""

@@ -157,11 +157,16 @@ def comparable_truth(truth: Mapping[str, Any], n_detectors: int) -> dict[str, fl
 
 class Likelihood:
     """Negative log-likelihood of control data; evaluated per group of events that share a
-    charge-sharing neighbourhood k (the voxelisation needs one k per call)."""
+    charge-sharing neighbourhood k (the voxelisation needs one k per call).
 
-    def __init__(self, data: ControlData, settings: ResponseSettings, use_light: bool = True
-                 ) -> None:
+    ``device``: where the groups' data live and the response is evaluated (e.g. "cuda");
+    parameters come in and -ln L goes out on the host, so the fit itself does not change.
+    """
+
+    def __init__(self, data: ControlData, settings: ResponseSettings, use_light: bool = True,
+                 device: torch.device | str | None = None) -> None:
         self.data = data
+        self.device = torch.device(device) if device is not None else data.pos.device
         self.settings = replace(settings, mode="expected")
         self.noise = float(settings.noise_electrons)
         self.threshold = float(settings.threshold_electrons)
@@ -176,7 +181,8 @@ class Likelihood:
     def split(self, events: Tensor) -> list[tuple[int, ControlData]]:
         """``events`` of the data grouped by their neighbourhood k."""
         ks = self.data.neighbourhood[events]
-        return [(int(k), self.data.subset(events[ks == k])) for k in torch.unique(ks)]
+        return [(int(k), self.data.subset(events[ks == k]).to(self.device))
+                for k in torch.unique(ks)]
 
     def group_nll(self, d: ControlData, k: int, params: Mapping[str, Tensor],
                   parts: Sequence[str] = ("charge", "light")) -> Tensor:
@@ -184,15 +190,17 @@ class Likelihood:
         voxels, "light": the PE; the Hessian takes them separately, since only the charge
         part is expensive)."""
         with_charge = "charge" in parts
+        host = next(iter(params.values())).device
+        params = {n: v.to(d.pos.device) for n, v in params.items()}
         resp = self._response(d, k, params, with_charge)
-        nll = torch.zeros((), dtype=torch.float64)
+        nll = torch.zeros((), dtype=torch.float64, device=d.pos.device)
         if with_charge:
             nll = nll + self._charge_nll(d, resp.coords, resp.event, resp.charge)
         if "light" in parts and self.use_light:
             assert d.pe is not None
             lam = self._pe(d, resp.photons, params).clamp_min(1e-300)
             nll = nll + (lam - d.pe * torch.log(lam)).sum()
-        return nll
+        return nll.to(host)
 
     def expected_pe(self, d: ControlData, params: Mapping[str, Tensor]) -> Tensor:
         """Expected photoelectrons ``[E, D]`` of the events ``d`` (light only: no voxels)."""
@@ -216,7 +224,7 @@ class Likelihood:
     def _charge_nll(self, d: ControlData, coords: Tensor, event: Tensor, charge: Tensor
                     ) -> Tensor:
         gx, gy, gz = d.grid
-        inside = ((coords >= 0) & (coords < torch.tensor(d.grid))).all(1)
+        inside = ((coords >= 0) & (coords < torch.tensor(d.grid, device=coords.device))).all(1)
         c, mu = coords[inside], charge[inside]
         keys = ((event[inside] * gx + c[:, 0]) * gy + c[:, 1]) * gz + c[:, 2]
         dc = d.vox_coords
@@ -227,7 +235,7 @@ class Likelihood:
         found = keys[at] == dkeys
         mu_obs = torch.where(found, mu[at], mu.new_zeros(()))
         recorded = 0.5 * (((d.vox_charge - mu_obs) / self.noise) ** 2).sum()
-        missed = torch.ones(len(keys), dtype=torch.bool)
+        missed = torch.ones(len(keys), dtype=torch.bool, device=keys.device)
         missed[at[found]] = False
         z = (self.threshold - mu[missed]) / self.noise
         return recorded - torch.special.log_ndtr(z).sum()

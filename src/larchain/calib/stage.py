@@ -86,10 +86,12 @@ def _as_start(params: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
 def build_problem(control_dir: str | Path, visibility_dir: str | Path | None,
                   cfg: Mapping[str, Any], events: Mapping[str, int | None] | None = None,
-                  visibility_model: Any = None) -> Problem:
+                  visibility_model: Any = None, device: torch.device | str | None = None
+                  ) -> Problem:
     """Load the control samples and set up the likelihood of ``cfg`` (the ``calibration``
     section) for them. ``events`` overrides ``cfg["events"]`` (the coverage toys' subset);
-    ``visibility_model`` overrides the model of ``visibility_dir``."""
+    ``visibility_model`` overrides the model of ``visibility_dir``; ``device`` is where the
+    likelihood is evaluated (default: the host)."""
     info = control_info(control_dir)
     n_det = Detector.from_config(info["detector"]).n_photodetectors
     model = str(cfg["recombination"])
@@ -120,7 +122,7 @@ def build_problem(control_dir: str | Path, visibility_dir: str | Path | None,
                      f", the fit's {model!r}: no truth for {MODEL_PARAMS[model]}")
         for n in MODEL_PARAMS[model]:
             truth.pop(n, None)
-    likelihood = Likelihood(data, settings, use_light=data.visibility is not None)
+    likelihood = Likelihood(data, settings, use_light=data.visibility is not None, device=device)
     return Problem(data, likelihood, param, settings, true_params, truth, notes, info)
 
 
@@ -202,7 +204,8 @@ def fit_toy(problem: Problem, toy: int, cfg: Mapping[str, Any]) -> dict[str, Any
     fit on the same toy; pulls against the truth."""
     seed = int(hashrng.derive(int(cfg["coverage"]["seed"]), int(toy)))
     data = toy_observation(problem, seed & 0x7FFFFFFFFFFFFFFF)
-    lik = Likelihood(data, problem.settings, use_light=problem.likelihood.use_light)
+    lik = Likelihood(data, problem.settings, use_light=problem.likelihood.use_light,
+                     device=problem.likelihood.device)
     try:
         result = fit(lik, problem.param, FitSettings.from_config(cfg, seed & 0xFFFFFFFF),
                      progress=False)
