@@ -136,6 +136,7 @@ def test_rerun_and_partial_reruns(run, tmp_path):
          {"particle_infer": 1, "particle_eval": 1}),
         (("particles", "eval", "baseline", "eps"), 1.5, {"particle_eval": 1}),
         (("calibration", "adam", "steps"), 3, CALIB_RULES),
+        (("calibration", "device"), "auto", {}),
         (("calibration", "coverage", "toys"), 3,
          {"calibration_coverage": 1, "calibration_figures": 1}),
         (("calibration", "figure", "t_bin"), 25.0, {"calibration_figures": 1}),

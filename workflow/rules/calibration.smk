@@ -21,7 +21,9 @@ rule calibrate:
     resources:
         mem_mb=lambda wc, attempt: 6000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
+        gpu=0,
     params:
+        # calibration.device is read from the config by the script (not part of the id)
         artifact=CALIB.to_dict(),
     script:
         "../scripts/calibrate.py"

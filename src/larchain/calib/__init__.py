@@ -12,6 +12,6 @@ voxel charges + Poisson light), :mod:`fit` (Adam, then L-BFGS, then the Hessian)
 CODE_VERSION = "1"
 #: Config the calibration reads (the control samples' own keys come in via their id).
 CONFIG_KEYS = ("calibration",)
-EXCLUDE_KEYS = ("calibration.figure", "calibration.coverage")
+EXCLUDE_KEYS = ("calibration.device", "calibration.figure", "calibration.coverage")
 COVERAGE_CONFIG_KEYS = ("calibration",)
-COVERAGE_EXCLUDE_KEYS = ("calibration.figure",)
+COVERAGE_EXCLUDE_KEYS = ("calibration.device", "calibration.figure")
