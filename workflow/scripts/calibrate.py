@@ -23,7 +23,7 @@ def main(smk) -> None:  # noqa: ANN001
     control, visibility = stage.job_inputs(smk.input.control, smk.input.get("visibility"))
     # a fixed thread count: float sums, hence the artifact's bytes, do not depend on --cores
     torch.set_num_threads(2)
-    device = resolve_device(cfg["device"], "calibration.device")
+    device = resolve_device(smk.config["calibration"]["device"], "calibration.device")
     problem = stage.build_problem(control, visibility, cfg, device=device)
     result = fit(problem.likelihood, problem.param, FitSettings.from_config(cfg, cfg["seed"]))
     classic = stage.run_baselines(problem)
