@@ -127,6 +127,31 @@ def test_chain_learns_separated_interactions(trained):
     assert s["interaction"]["purity"]["mean"] > 0.99
 
 
+def test_track_breaking_splits_a_kink_that_the_scorer_keeps_whole(trained):
+    """Two straight arms meeting at a right angle, one class: the edge scorer links all
+    touching voxels (one fragment); with ``break_tracks`` each arm is its own fragment."""
+    chain = trained[0]
+    arm_a = _line(np.array([20.0, 20.0, 20.0]), np.array([1.0, 0.0, 0.0]), 80)
+    arm_b = _line(np.array([20.0, 20.0, 20.0]), np.array([0.0, 1.0, 0.0]), 80)[1:]
+    coords = np.concatenate([arm_a, arm_b])
+    n = len(coords)
+    prob = np.zeros((n, 5), np.float32)
+    prob[:, TRACK] = 1.0
+    ev = P.EventInput(index=0, coords=torch.as_tensor(coords, dtype=torch.float32),
+                      charge=torch.full((n,), 8000.0), prob=torch.as_tensor(prob),
+                      features=torch.zeros(n, 4))
+    assert len(np.unique(chain.fragments(ev))) == 1
+    broken = P.Chain(**{**chain.__dict__,
+                        "cfg": {**chain.cfg, "break_tracks": {"radius": 4.0, "linearity": 0.85}}})
+    frag = broken.fragments(ev)
+    assert len(np.unique(frag)) == 2
+    truth = np.r_[np.zeros(len(arm_a), int), np.ones(len(arm_b), int)]
+    assert M.ari(truth, frag) > 0.9
+    off = P.Chain(**{**chain.__dict__,
+                     "cfg": {**chain.cfg, "break_tracks": {"radius": 4.0, "linearity": None}}})
+    assert len(np.unique(off.fragments(ev))) == 1
+
+
 def test_reconstructed_tables_are_consistent(trained):
     chain, _, held_out = trained
     ev = held_out[0]

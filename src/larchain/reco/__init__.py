@@ -16,7 +16,7 @@ CODE_VERSION = "1"
 #: Bump when inference output changes (2: decoder features stored per voxel).
 INFER_CODE_VERSION = "2"
 #: Bump when the particle-level chain (fragments, particles, interactions) changes.
-PARTICLES_CODE_VERSION = "1"
+PARTICLES_CODE_VERSION = "2"
 #: The model artifact reads the whole ``reco`` section ...
 CONFIG_KEYS = ("reco",)
 #: ... except where it trains and the options of the later rules.

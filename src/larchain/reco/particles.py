@@ -8,7 +8,11 @@ mistakes it will see at inference (the GrapPA pattern, in plain PyTorch):
    Voxel features: the UResNet's last decoder features, its five class probabilities and
    ``log1p(charge / 1e4)``; edge features ``|dx|, |dy|, |dz|, distance``. An edge is "same
    true fragment". Fragments are the connected components of the edges scored above
-   ``edge_threshold``.
+   ``edge_threshold``. Then (``break_tracks``) track fragments are split at kinks and
+   vertices, where the local neighbourhood stops being a line
+   (:func:`larchain.reco.baseline.break_tracks`): the scorer alone keeps every edge between
+   touching voxels of one class (its fragments were the same as DBSCAN's on the default
+   sample), so tracks that share a vertex would otherwise stay one fragment.
 2. **Fragment -> particle** (:class:`~larchain.reco.gnn.GraphNet`): complete graph of the
    event's fragments; node features :func:`~larchain.reco.graph.cluster_features` (size,
    charge, centroid, covariance, principal axis, start/end points, mean class probabilities),
@@ -53,6 +57,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from tqdm.auto import tqdm
 
 from larchain.core.artifacts import atomic_path
+from larchain.reco import baseline as B
 from larchain.reco import graph as G
 from larchain.reco.gnn import EdgeScorer, GraphNet
 from larchain.sim import truth as T
@@ -228,7 +233,14 @@ class Chain:
         """Per-voxel fragment ids (0..F-1)."""
         g = voxel_graph(ev, float(self.cfg["radius"]))
         keep = torch.sigmoid(self.scorer(g.x, g.edges, g.e)) > self.threshold
-        return _relabel(G.components(len(ev.coords), g.edges[:, keep]).numpy())
+        frag = _relabel(G.components(len(ev.coords), g.edges[:, keep]).numpy())
+        brk = self.cfg.get("break_tracks") or {}  # absent in chains saved before it existed
+        if brk.get("linearity") is None or not len(frag):
+            return frag
+        return _relabel(B.break_tracks(ev.coords.numpy().astype(np.float64),
+                                       ev.semantic.numpy(), frag, radius=float(brk["radius"]),
+                                       linearity=float(brk["linearity"]),
+                                       eps=float(self.cfg["radius"])))
 
     def _group(self, model: GraphNet, ev: EventInput, cluster: np.ndarray, active: np.ndarray,
                level: str) -> tuple[np.ndarray, list[torch.Tensor]]:
