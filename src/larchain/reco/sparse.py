@@ -180,19 +180,18 @@ class KernelMap:
         """The pairs laid out as ``[offsets with pairs, M]`` (M: the largest count) for one
         batched matmul: (input rows, output rows, those offsets, M). Padding slots read row
         ``n_in`` (a zero row appended to the input) and add their zero product to row 0."""
-        dev = self.in_idx.device
-        counts = torch.tensor(self.counts, dtype=torch.int64, device=dev)
-        active = torch.nonzero(counts).flatten()
-        m = int(counts.max()) if counts.numel() else 0
-        c = counts[active]
-        group = torch.repeat_interleave(torch.arange(len(active), device=dev), c)
-        start = torch.cumsum(c, 0) - c
-        slot = group * m + torch.arange(group.numel(), device=dev) - start[group]
+        dev, n = self.in_idx.device, self.in_idx.numel()
+        active = [k for k, c in enumerate(self.counts) if c]  # the counts are on the host
+        m = max(self.counts, default=0)
+        c = torch.tensor([self.counts[k] for k in active], dtype=torch.int64, device=dev)
+        # pair j of group g (pairs of a group are contiguous from start[g]) -> g * m + j - start
+        shift = torch.arange(len(active), device=dev) * m - (torch.cumsum(c, 0) - c)
+        slot = torch.arange(n, device=dev) + torch.repeat_interleave(shift, c, output_size=n)
         in_pad = torch.full((len(active) * m,), self.n_in, dtype=torch.int64, device=dev)
         out_pad = torch.zeros(len(active) * m, dtype=torch.int64, device=dev)
         in_pad[slot] = self.in_idx
         out_pad[slot] = self.out_idx
-        return in_pad, out_pad, active, m
+        return in_pad, out_pad, torch.tensor(active, dtype=torch.int64, device=dev), m
 
 
 class KernelMapCache:
