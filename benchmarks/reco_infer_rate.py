@@ -83,8 +83,7 @@ def main() -> None:
         model, _ = load_model(model_dir, str(device))
 
         def infer(model=model) -> list:  # noqa: ANN001
-            out = [r for b in batches for r in predict_events(model, b, 0.5)]
-            return out
+            return [r for b in batches for r in predict_events(model, b, 0.5)]
 
         infer()  # warm-up
         times = []

@@ -234,10 +234,10 @@ def spconv_unet(spconv, in_channels: int, out_channels: int, widths: list[int]) 
 
 
 def spconv_timings(
-    spconv,
+    spconv,  # noqa: ANN001
     coords: torch.Tensor,
     charge: torch.Tensor,
-    widths: list[int],  # noqa: ANN001
+    widths: list[int],
     args: argparse.Namespace,
     device: torch.device,
     report: Callable[..., None],

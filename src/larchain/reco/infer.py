@@ -113,6 +113,6 @@ def run_inference(model_dir: str | Path, sim_dir: str | Path, out_dir: str | Pat
     """Predict every event of a simulation artifact; write shards and ``index.json``."""
     return run_sharded(infer_shard, sim_dir, out_dir, "predictions", cfg["events_per_shard"],
                        desc="reco_infer", threads=threads, dask_cfg=dask_cfg,
-                       model_dir=str(model_dir),
-                       sim_dir=str(sim_dir), batch_events=int(cfg["batch_events"]),
+                       model_dir=str(model_dir), sim_dir=str(sim_dir),
+                       batch_events=int(cfg["batch_events"]),
                        score_threshold=float(cfg["score_threshold"]))

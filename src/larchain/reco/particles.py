@@ -277,7 +277,7 @@ class Chain:
         part_class = majority(particle, ev.semantic.numpy(), n_part)
         active_p = np.isin(part_class, GROUPED)
         part_inter, heads = self._group(self.particle_gnn, ev, particle, active_p,
-                                           "interaction")
+                                        "interaction")
         ptype = np.zeros(n_part, np.int64)  # low energy: photon
         type_score = np.ones(n_part, np.float32)
         primary = np.zeros(n_part, np.int64)
