@@ -35,7 +35,8 @@ import torch
 import yaml
 
 from larchain.core.geometry import Detector, VoxelGrid
-from larchain.lut.transport import Optics, PhotodetectorSet, simulate
+from larchain.lut.build import batch_photons
+from larchain.lut.transport import Optics, PhotodetectorSet, simulate, voxel_emission_probability
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -56,10 +57,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed_simulate(origins, vsize, n, pdset, optics, method, seed, batch):
+def timed_simulate(origins, vsize, n, pdset, optics, method, seed, batch, emission_nodes):
     sync(origins.device)
     t0 = time.perf_counter()
-    t = simulate(origins, vsize, n, pdset, optics, method=method, seed=seed, batch_photons=batch)
+    t = simulate(
+        origins,
+        vsize,
+        n,
+        pdset,
+        optics,
+        method=method,
+        seed=seed,
+        batch_photons=batch,
+        emission_nodes=emission_nodes,
+    )
     sync(origins.device)
     return t, time.perf_counter() - t0
 
@@ -96,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--analog-photons", type=int, default=None, help="per voxel")
     p.add_argument("--nee-photons", type=int, default=None, help="per voxel")
     p.add_argument("--batch", type=int, default=None, help="photons tracked at once")
+    p.add_argument(
+        "--emission-nodes", type=int, default=4, help="lut.nee_emission_nodes (0: sampled)"
+    )
     p.add_argument("--threshold", type=float, default=1e-4, help="visibility threshold")
     p.add_argument("--no-geant4", action="store_true")
     p.add_argument("--geant4-photons", type=int, default=200_000)
@@ -120,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     grid = VoxelGrid.from_config(det.size, voxel, "voxel_size")
     n_vox = args.voxels or (2048 if gpu else 16)
     n_a = args.analog_photons or (20_000 if gpu else 20_000)
-    n_n = args.nee_photons or (2_000 if gpu else 2_000)
-    # photons at once: per-photon scores are [batch, D] and NEE temporaries ~20x that
-    batch = args.batch or (min(1 << 24, (1 << 28) // det.n_photodetectors) if gpu else 1 << 16)
+    # enough photons per voxel that the per-photon variance (heavy-tailed: scattering
+    # vertices next to a detector) is measured, and that the pool runs in steady state
+    n_n = args.nee_photons or 20_000
+    # photons at once: as the LUT stage sizes its pool (lut.batch_photons: null)
+    batch = args.batch or batch_photons({}, det.n_photodetectors, device)
     rng = np.random.default_rng(0)
     idx = np.stack([rng.integers(0, s, n_vox) for s in grid.shape], 1)
     dtype = torch.float32
@@ -131,14 +147,26 @@ def main(argv: list[str] | None = None) -> int:
     pdset = PhotodetectorSet(det, device, dtype, quadrature=4, compile=args.compile)
 
     # warm-up (allocator, kernels), then timed runs
-    timed_simulate(origins[:4], vsize, 500, pdset, optics, "analog", 0, batch)
-    timed_simulate(origins[:4], vsize, 200, pdset, optics, "nee", 0, batch)
+    nodes = args.emission_nodes
+    timed_simulate(origins[:4], vsize, 500, pdset, optics, "analog", 0, batch, nodes)
+    timed_simulate(origins[:4], vsize, 200, pdset, optics, "nee", 0, batch, nodes)
     if args.compile:  # compile for the shapes of the timed run too (dynamic, once)
-        timed_simulate(origins[:64], vsize, 200, pdset, optics, "nee", 0, batch)
-    ta, sa = timed_simulate(origins, vsize, n_a, pdset, optics, "analog", 1, batch)
-    tn, sn = timed_simulate(origins, vsize, n_n, pdset, optics, "nee", 2, batch)
+        timed_simulate(origins[:64], vsize, 200, pdset, optics, "nee", 0, batch, nodes)
+    ta, sa = timed_simulate(origins, vsize, n_a, pdset, optics, "analog", 1, batch, nodes)
+    tn, sn = timed_simulate(origins, vsize, n_n, pdset, optics, "nee", 2, batch, nodes)
+    # the per-voxel part of NEE (the emission vertex's voxel average), timed on its own: a
+    # fixed cost per voxel, so projections to 1e6 photons per voxel must not scale it
+    t_voxel = 0.0
+    if nodes > 0:
+        inv_t = sum(optics.inverse_lengths)
+        sync(device)
+        t0 = time.perf_counter()
+        voxel_emission_probability(origins, vsize, pdset, inv_t, nodes, chunk_points=batch)
+        sync(device)
+        t_voxel = (time.perf_counter() - t0) / n_vox
     rate_a = n_vox * n_a / sa
-    rate_n = n_vox * n_n / sn
+    rate_n = n_vox * n_n / sn  # everything included: what the Geant4 comparison uses
+    rate_walk = n_vox * n_n / max(sn - n_vox * t_voxel, 1e-9)
     mean_a, var_a_measured = per_photon_variance(ta, n_a)
     mean_n, var_n = per_photon_variance(tn, n_n)
     # The analog score of a photon is the efficiency eps of the photodetector it lands on,
@@ -170,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         "photodetectors": det.n_photodetectors,
         "voxels_sampled": n_vox,
         "analog_photons_per_s": rate_a,
+        "nee_photons_per_voxel": n_n,
+        "batch_photons": batch,
+        "emission_nodes": nodes,
         "nee_photons_per_s": rate_n,
+        "nee_photons_per_s_excluding_voxel_average": rate_walk,
+        "voxel_average_seconds_per_voxel": t_voxel,
         "variance_ratio_median": med,
         "variance_ratio_p10": p10,
         "entries_compared": int(ok.sum()),
@@ -191,10 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         f"median {med:.1f}, 10th percentile {p10:.1f} over {int(ok.sum())} entries "
         f"(analog variance measured/formula on bright entries: {formula_check:.3f})"
     )
-    print(f"  NEE    : {eff_rate:12.4g} photon-equivalents/s")
+    print(
+        f"  NEE    : {eff_rate:12.4g} photon-equivalents/s (emission voxel average "
+        f"{t_voxel * 1e6:.1f} us/voxel, included; walk alone {rate_walk:.4g} photons/s)"
+    )
     if args.geometry == "icarus":
         n_total = 74 * 77 * 394
-        gpu_hours = n_total * 1e6 / eff_rate / 3600
+        # per voxel: the fixed voxel average + the NEE photons worth 1e6 analog photons
+        gpu_hours = n_total * (t_voxel + 1e6 / med / rate_walk) / 3600
         res["icarus_hours_at_1e6_equivalents_per_voxel"] = gpu_hours
         print(
             f"  ICARUS table ({n_total} voxels x 180 PMTs) at 1e6 photon-equivalents per "

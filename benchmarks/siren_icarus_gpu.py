@@ -46,7 +46,7 @@ import yaml
 from larchain.core.geometry import Detector, VoxelGrid
 from larchain.lut.interp import LutVisibility
 from larchain.lut.transport import Optics, PhotodetectorSet, simulate
-from larchain.siren.evaluate import evaluate_surrogate
+from larchain.siren.evaluate import evaluate_surrogate, relative_bias
 from larchain.siren.model import n_parameters
 from larchain.siren.train import train_siren
 
@@ -82,8 +82,15 @@ def build_library(cfg: dict, args, device: torch.device) -> tuple[xr.Dataset, di
     if device.type == "cpu":
         batch = min(batch, 1 << 16)
     pdset = PhotodetectorSet(
-        det, device, torch.float32, quadrature=int(cfg["lut"]["nee_quadrature"])
+        det,
+        device,
+        torch.float32,
+        quadrature=int(cfg["lut"]["nee_quadrature"]),
+        compile=bool(args.compile),
     )
+    nodes = args.emission_nodes
+    if nodes is None:
+        nodes = int(cfg["lut"].get("nee_emission_nodes", 4))
 
     vis = np.empty((n_vox, n_det), dtype=np.float32)
     err = np.empty((n_vox, n_det), dtype=np.float32)
@@ -107,6 +114,7 @@ def build_library(cfg: dict, args, device: torch.device) -> tuple[xr.Dataset, di
             method="nee",
             seed=seed0 + k,
             batch_photons=batch,
+            emission_nodes=nodes,
         )
         sync(device)
         sim_seconds += time.perf_counter() - t0
@@ -150,6 +158,8 @@ def build_library(cfg: dict, args, device: torch.device) -> tuple[xr.Dataset, di
         "voxels": n_vox,
         "detectors": n_det,
         "photons_per_voxel": n,
+        "emission_nodes": nodes,
+        "compile": bool(args.compile),
         "photons": photons,
         "chunk_voxels": chunk,
         "batch_photons": batch,
@@ -162,12 +172,81 @@ def build_library(cfg: dict, args, device: torch.device) -> tuple[xr.Dataset, di
     return ds, info
 
 
+def reference_scores(cfg: dict, args, device: torch.device, ds: xr.Dataset, model) -> dict:
+    """Bias of the SIREN and of the table it was trained on against a high-statistics
+    simulation of random voxels (independent seed): what the surrogate gets right about the
+    true visibility, not about the table's noise."""
+    det = Detector.from_config(cfg["detector"])
+    grid = VoxelGrid.from_config(det.size, cfg["lut"]["voxel_size"], "voxel_size")
+    shape = tuple(ds.sizes[a] for a in ("x", "y", "z"))
+    rng = np.random.default_rng(int(args.seed) + 7919)
+    idx = np.stack([rng.integers(0, n, args.reference_voxels) for n in shape], 1)
+    vsize = torch.tensor(grid.voxel_size, dtype=torch.float32, device=device)
+    origins = torch.tensor(idx, dtype=torch.float32, device=device) * vsize
+    pdset = PhotodetectorSet(
+        det,
+        device,
+        torch.float32,
+        quadrature=int(cfg["lut"]["nee_quadrature"]),
+        compile=bool(args.compile),
+    )
+    optics = Optics(cfg["optics"]["rayleigh_length"], cfg["optics"]["absorption_length"])
+    n = int(args.reference_photons)
+    sync(device)
+    t0 = time.perf_counter()
+    t = simulate(
+        origins,
+        vsize,
+        n,
+        pdset,
+        optics,
+        reflectivity=det.wall_reflectivity,
+        reflection=det.reflection,
+        method="nee",
+        seed=int(args.seed) + 104729,
+        batch_photons=min(1 << 24, (1 << 28) // max(det.n_photodetectors, 1)),
+        emission_nodes=int(cfg["lut"].get("nee_emission_nodes", 4)),
+    )
+    sync(device)
+    seconds = time.perf_counter() - t0
+    ref = t.score / n
+    ref_err = np.sqrt(np.clip(t.score_sq / n - ref**2, 0, None) / n)
+    centres = origins + 0.5 * vsize
+    siren = model.evaluate(centres).float().cpu().numpy()
+    table = ds["visibility"].values[idx[:, 0], idx[:, 1], idx[:, 2]]
+    ok = ref > args.threshold
+    log(f"reference: {len(idx)} voxels x {n} photons in {seconds:.1f} s")
+
+    def stats(pred: np.ndarray) -> dict:
+        b = relative_bias(pred[ok], ref[ok])
+        return {
+            "mean": float(b.mean()),
+            "median": float(np.median(b)),
+            "p90": float(np.percentile(b, 90)),
+            "p99": float(np.percentile(b, 99)),
+        }
+
+    return {
+        "voxels": len(idx),
+        "photons_per_voxel": n,
+        "simulate_seconds": seconds,
+        "entries": int(ok.sum()),
+        "reference_relative_error_median": float(np.median(ref_err[ok] / ref[ok])),
+        "siren": stats(siren),
+        "table": stats(table),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(REPO / "config" / "icarus.yaml"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--photons", type=int, default=20, help="NEE photons per voxel")
     ap.add_argument("--seed", type=int, default=20261122)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the NEE kernels")
+    ap.add_argument(
+        "--emission-nodes", type=int, default=None, help="default: the config's lut value"
+    )
     ap.add_argument("--chunk-voxels", type=int, default=200_000)
     ap.add_argument(
         "--max-voxels-z", type=int, default=0, help="keep only the first N z slices (smoke tests)"
@@ -190,6 +269,13 @@ def main() -> int:
     ap.add_argument("--throughput-points", type=int, default=1 << 20)
     ap.add_argument("--threshold", type=float, default=4.5e-5)
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument(
+        "--reference-voxels",
+        type=int,
+        default=0,
+        help="also score SIREN and table against these many random voxels simulated anew",
+    )
+    ap.add_argument("--reference-photons", type=int, default=20_000, help="NEE, per voxel")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -303,6 +389,10 @@ def main() -> int:
     result["evaluation"] = summary
     dump()
 
+    if args.reference_voxels:
+        result["reference"] = reference_scores(cfg, args, device, ds, model)
+        dump()
+
     s = summary
     print()
     print(f"device              {result['device']}   torch {torch.__version__}")
@@ -340,6 +430,19 @@ def main() -> int:
         f"points x detectors/s (ratio {s['speed_ratio_surrogate_over_table']:.3g})"
     )
     print(f"evaluation          {s['eval_seconds']:.1f} s")
+    if "reference" in result:
+        r = result["reference"]
+        print(
+            f"vs a precise reference ({r['voxels']} random voxels x {r['photons_per_voxel']} NEE "
+            f"photons, median relative error {r['reference_relative_error_median']:.4f}; "
+            f"{r['entries']:,} entries > {args.threshold:g}):"
+        )
+        for who in ("siren", "table"):
+            b = r[who]
+            print(
+                f"  {who:6s} bias mean {b['mean']:.4f}  median {b['median']:.4f}  "
+                f"p90 {b['p90']:.4f}  p99 {b['p99']:.4f}"
+            )
     if args.json:
         print(f"wrote {args.json}")
     return 0 if math.isfinite(sr["best_holdout_loss"]) else 1

@@ -84,6 +84,7 @@ def run_block(block: Block, *, config: Mapping[str, Any], device: str) -> dict[s
         method=lut["method"],
         seed=block.seed,
         batch_photons=batch_photons(lut, det.n_photodetectors, dev),
+        emission_nodes=int(lut["nee_emission_nodes"]),
     )
     return {k: getattr(t, k) for k in t.__dataclass_fields__}
 
@@ -186,6 +187,7 @@ def to_dataset(det, grid, vis, err, fates, config, device) -> xr.Dataset:
         "seed": int(config["lut"]["seed"]),
         "method": config["lut"]["method"],
         "nee_quadrature": int(config["lut"]["nee_quadrature"]),
+        "nee_emission_nodes": int(config["lut"]["nee_emission_nodes"]),
         "code_version": CODE_VERSION,
         "truncated_photons": int(fates["truncated"].sum()),
     }
