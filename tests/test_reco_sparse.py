@@ -19,6 +19,7 @@ from torch.func import functional_call
 
 from larchain.reco import sparse
 from larchain.reco.sparse import (
+    SPATIAL_BITS,
     SparseBatchNorm,
     SparseConv3d,
     SparseConvTranspose3d,
@@ -255,6 +256,30 @@ def test_row_order_does_not_matter():
     perm = torch.randperm(len(coords), generator=torch.Generator().manual_seed(3))
     out_p = net(SparseTensor.from_batch(coords[perm], feats[perm])).to_input_order()
     assert torch.equal(out_p, out[perm])
+
+
+@pytest.mark.usefixtures("products")
+def test_sites_at_the_ends_of_the_key_range_have_no_wrapped_neighbours():
+    """Kernel maps add packed offsets to packed keys: a site at coordinate 65535 shifted by +1
+    (or at 0 by -1) must not alias the site whose key follows (precedes) it in the packing,
+    e.g. (x, y, 65535) + (0, 0, 1) -> (x, y + 1, 0). Every site here is isolated, so each
+    output is the centre tap alone, exactly."""
+    top = (1 << SPATIAL_BITS) - 1
+    coords = torch.tensor(
+        [
+            [0, 5, 5, top],
+            [0, 5, 6, 0],  # key of (5, 5, top) + 1
+            [0, 7, top, 3],
+            [0, 8, 0, 3],  # key of (7, top, 3) + (0, 1, 0)
+            [0, top, 9, 9],
+            [1, 0, 9, 9],  # key of (top, 9, 9) + (1, 0, 0): the next batch entry
+        ]
+    )
+    feats = torch.randn(len(coords), C_IN, dtype=torch.float64)
+    layer = SubmanifoldConv3d(C_IN, C_OUT, kernel_size=3).double()
+    out = layer(SparseTensor.from_batch(coords, feats)).to_input_order()
+    centre = layer.weight[13]  # [C_in, C_out], offset (0, 0, 0)
+    assert max_err(out, feats @ centre + layer.bias) < 1e-12
 
 
 def test_events_in_a_batch_do_not_interact():

@@ -273,12 +273,18 @@ class KernelMapCache:
         n_off = kernel_size**3
         centre = n_off // 2
         half = torch.cartesian_prod(steps, steps, steps).view(-1, 3)[:centre]  # [H, 3]
-        query = coords[None, :, 1:] + half[:, None, :]  # [H, N, 3]
-        inside = ((query >= 0) & (query <= _SPATIAL_MAX)).all(-1)
-        batch = coords[:, 0].expand(centre, n)
-        qkeys = encode(torch.cat([batch[..., None], query.clamp(0, _SPATIAL_MAX)], -1).view(-1, 4))
-        idx, found = _lookup(keys, qkeys)
-        found = found.view(centre, n) & inside
+        # a packed key plus a packed offset is the key of the shifted site, as long as no
+        # coordinate leaves [0, _SPATIAL_MAX] (a carry would alias another site): sites
+        # within r of that range's ends are masked explicitly
+        shift = (half[:, 0] << (2 * SPATIAL_BITS)) + (half[:, 1] << SPATIAL_BITS) + half[:, 2]
+        idx, found = _lookup(keys, (keys[None, :] + shift[:, None]).view(-1))
+        found = found.view(centre, n)
+        xyz = coords[:, 1:]
+        edge = ((xyz < r) | (xyz > _SPATIAL_MAX - r)).any(1)
+        if bool(edge.any()):
+            e = edge.nonzero().flatten()
+            q = xyz[e][None] + half[:, None, :]
+            found[:, e] &= ((q >= 0) & (q <= _SPATIAL_MAX)).all(-1)
         offset_id, out_idx = found.nonzero(as_tuple=True)  # grouped by offset (row-major)
         in_idx = idx.view(centre, n)[offset_id, out_idx]
         counts = torch.bincount(offset_id, minlength=centre).tolist()
