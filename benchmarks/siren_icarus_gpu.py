@@ -62,10 +62,48 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def build_library(cfg: dict, args, device: torch.device) -> tuple[xr.Dataset, dict]:
-    """The photon library of ``cfg`` (ICARUS) on ``device``: a LUT-stage-like Dataset."""
+def nee_setup(cfg: dict, args, device: torch.device) -> dict:
+    """What every NEE simulation of this benchmark shares (the kernels compiled once)."""
     det = Detector.from_config(cfg["detector"])
-    grid = VoxelGrid.from_config(det.size, cfg["lut"]["voxel_size"], "voxel_size")
+    batch = min(1 << 24, (1 << 28) // max(det.n_photodetectors, 1))
+    nodes = args.emission_nodes
+    return {
+        "det": det,
+        "grid": VoxelGrid.from_config(det.size, cfg["lut"]["voxel_size"], "voxel_size"),
+        "pdset": PhotodetectorSet(
+            det,
+            device,
+            torch.float32,
+            quadrature=int(cfg["lut"]["nee_quadrature"]),
+            compile=bool(args.compile),
+        ),
+        "optics": Optics(cfg["optics"]["rayleigh_length"], cfg["optics"]["absorption_length"]),
+        "batch": batch if device.type != "cpu" else min(batch, 1 << 16),
+        "nodes": int(cfg["lut"].get("nee_emission_nodes", 4) if nodes is None else nodes),
+    }
+
+
+def run_nee(setup: dict, origins: torch.Tensor, vsize: torch.Tensor, n: int, seed: int):
+    """NEE tallies of ``n`` photons per voxel at ``origins``."""
+    det = setup["det"]
+    return simulate(
+        origins,
+        vsize,
+        n,
+        setup["pdset"],
+        setup["optics"],
+        reflectivity=det.wall_reflectivity,
+        reflection=det.reflection,
+        method="nee",
+        seed=seed,
+        batch_photons=setup["batch"],
+        emission_nodes=setup["nodes"],
+    )
+
+
+def build_library(setup: dict, args, device: torch.device) -> tuple[xr.Dataset, dict]:
+    """The photon library (ICARUS) on ``device``: a LUT-stage-like Dataset."""
+    det, grid = setup["det"], setup["grid"]
     nx, ny, nz = grid.shape
     if args.max_voxels_z:
         nz = min(nz, int(args.max_voxels_z))
@@ -77,21 +115,6 @@ def build_library(cfg: dict, args, device: torch.device) -> tuple[xr.Dataset, di
     origins = torch.stack([gx, gy, gz], -1).reshape(-1, 3) * vsize
     n_vox = origins.shape[0]
     n = int(args.photons)
-    optics = Optics(cfg["optics"]["rayleigh_length"], cfg["optics"]["absorption_length"])
-    batch = min(1 << 24, (1 << 28) // max(n_det, 1))
-    if device.type == "cpu":
-        batch = min(batch, 1 << 16)
-    pdset = PhotodetectorSet(
-        det,
-        device,
-        torch.float32,
-        quadrature=int(cfg["lut"]["nee_quadrature"]),
-        compile=bool(args.compile),
-    )
-    nodes = args.emission_nodes
-    if nodes is None:
-        nodes = int(cfg["lut"].get("nee_emission_nodes", 4))
-
     vis = np.empty((n_vox, n_det), dtype=np.float32)
     err = np.empty((n_vox, n_det), dtype=np.float32)
     truncated = 0.0
@@ -103,19 +126,7 @@ def build_library(cfg: dict, args, device: torch.device) -> tuple[xr.Dataset, di
         v1 = min(v0 + chunk, n_vox)
         sync(device)
         t0 = time.perf_counter()
-        t = simulate(
-            origins[v0:v1],
-            vsize,
-            n,
-            pdset,
-            optics,
-            reflectivity=det.wall_reflectivity,
-            reflection=det.reflection,
-            method="nee",
-            seed=seed0 + k,
-            batch_photons=batch,
-            emission_nodes=nodes,
-        )
+        t = run_nee(setup, origins[v0:v1], vsize, n, seed0 + k)
         sync(device)
         sim_seconds += time.perf_counter() - t0
         mean = t.score / n
@@ -158,11 +169,11 @@ def build_library(cfg: dict, args, device: torch.device) -> tuple[xr.Dataset, di
         "voxels": n_vox,
         "detectors": n_det,
         "photons_per_voxel": n,
-        "emission_nodes": nodes,
+        "emission_nodes": setup["nodes"],
         "compile": bool(args.compile),
         "photons": photons,
         "chunk_voxels": chunk,
-        "batch_photons": batch,
+        "batch_photons": setup["batch"],
         "simulate_seconds": sim_seconds,
         "build_seconds": total_seconds,
         "photons_per_s": photons / sim_seconds if sim_seconds > 0 else None,
@@ -172,41 +183,20 @@ def build_library(cfg: dict, args, device: torch.device) -> tuple[xr.Dataset, di
     return ds, info
 
 
-def reference_scores(cfg: dict, args, device: torch.device, ds: xr.Dataset, model) -> dict:
+def reference_scores(setup: dict, args, device: torch.device, ds: xr.Dataset, model) -> dict:
     """Bias of the SIREN and of the table it was trained on against a high-statistics
     simulation of random voxels (independent seed): what the surrogate gets right about the
     true visibility, not about the table's noise."""
-    det = Detector.from_config(cfg["detector"])
-    grid = VoxelGrid.from_config(det.size, cfg["lut"]["voxel_size"], "voxel_size")
+    grid = setup["grid"]
     shape = tuple(ds.sizes[a] for a in ("x", "y", "z"))
     rng = np.random.default_rng(int(args.seed) + 7919)
     idx = np.stack([rng.integers(0, n, args.reference_voxels) for n in shape], 1)
     vsize = torch.tensor(grid.voxel_size, dtype=torch.float32, device=device)
     origins = torch.tensor(idx, dtype=torch.float32, device=device) * vsize
-    pdset = PhotodetectorSet(
-        det,
-        device,
-        torch.float32,
-        quadrature=int(cfg["lut"]["nee_quadrature"]),
-        compile=bool(args.compile),
-    )
-    optics = Optics(cfg["optics"]["rayleigh_length"], cfg["optics"]["absorption_length"])
     n = int(args.reference_photons)
     sync(device)
     t0 = time.perf_counter()
-    t = simulate(
-        origins,
-        vsize,
-        n,
-        pdset,
-        optics,
-        reflectivity=det.wall_reflectivity,
-        reflection=det.reflection,
-        method="nee",
-        seed=int(args.seed) + 104729,
-        batch_photons=min(1 << 24, (1 << 28) // max(det.n_photodetectors, 1)),
-        emission_nodes=int(cfg["lut"].get("nee_emission_nodes", 4)),
-    )
+    t = run_nee(setup, origins, vsize, n, int(args.seed) + 104729)
     sync(device)
     seconds = time.perf_counter() - t0
     ref = t.score / n
@@ -295,7 +285,8 @@ def main() -> int:
     log(f"device {result['device']}, torch {torch.__version__}")
 
     # 1. the photon library
-    ds, lut = build_library(cfg, args, device)
+    setup = nee_setup(cfg, args, device)
+    ds, lut = build_library(setup, args, device)
     result["lut"] = lut
     dump()
     log(
@@ -390,7 +381,7 @@ def main() -> int:
     dump()
 
     if args.reference_voxels:
-        result["reference"] = reference_scores(cfg, args, device, ds, model)
+        result["reference"] = reference_scores(setup, args, device, ds, model)
         dump()
 
     s = summary
