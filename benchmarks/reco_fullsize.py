@@ -50,6 +50,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch-events", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--augment", action="store_true", help="reco.augment: mirrors, axis swaps")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -57,7 +58,7 @@ def main() -> int:
     cfg["simulation"].update(events=args.events, events_per_shard=64)
     rcfg = dict(cfg["reco"])
     rcfg.update(filters=args.filters, depth=args.depth, reps=args.reps, epochs=args.epochs,
-                batch_events=args.batch_events, lr=args.lr)
+                batch_events=args.batch_events, lr=args.lr, augment=args.augment)
     n_det = len(cfg["detector"].get("photodetectors") or []) or 16
     res: dict = {"argv": vars(args), "torch": torch.__version__,
                  "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}

@@ -377,7 +377,7 @@ def scenes(n_events: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.
         pts = [(b, *start, SHOWER_START)]
         for _ in range(2):
             occupied = np.array(list(voxels))
-            for _ in range(200):
+            for _ in range(400):
                 track, p0, p1 = _track(rng)
                 if np.abs(track[:, None] - occupied[None]).max(-1).min() >= 3:
                     break
@@ -442,3 +442,37 @@ def test_uresnet_learns_segmentation_and_points():
     assert acc > 0.9 and min(acc_class) > 0.8, summary
     assert found >= 0.8 and typed >= 0.8, summary
     assert near >= 0.5, summary  # most proposals are real points, not noise
+
+
+def test_augmentation_is_a_grid_symmetry_that_moves_points_with_voxels():
+    """Mirrors and axis permutations: labels and features untouched, sites distinct and
+    non-negative, pairwise distances kept (an isometry), and a point at a voxel's centre is
+    still at the centre of that voxel's image; all 8 mirrors and 6 orders occur."""
+    from larchain.reco.data import augment_event
+
+    rng = np.random.default_rng(0)
+    coords = np.unique(rng.integers(0, [20, 30, 40], size=(50, 3)), axis=0)
+    pick = rng.choice(len(coords), 6, replace=False)
+    event = {
+        "coords": coords,
+        "features": rng.random((len(coords), 1)).astype(np.float32),
+        "semantic": rng.integers(0, 5, len(coords)),
+        "points": np.c_[coords[pick] + 0.5, rng.integers(0, 2, 6)].astype(np.float64),
+    }
+    d0 = np.linalg.norm(coords[:, None] - coords[None], axis=2)
+    seen = set()
+    aug_rng = np.random.default_rng(1)
+    for _ in range(400):
+        out = augment_event(event, aug_rng)
+        c = out["coords"]
+        assert c.min() >= 0 and len(np.unique(c, axis=0)) == len(c)
+        np.testing.assert_allclose(np.linalg.norm(c[:, None] - c[None], axis=2), d0)
+        assert out["semantic"] is event["semantic"] and out["features"] is event["features"]
+        np.testing.assert_array_equal(out["points"][:, :3], c[pick] + 0.5)
+        np.testing.assert_array_equal(out["points"][:, 3], event["points"][:, 3])
+        seen.add(c.tobytes())  # each of the 8 x 6 symmetries gives a different site list
+    np.testing.assert_array_equal(event["coords"], coords)  # the input is not modified
+    again = augment_event(event, np.random.default_rng(1))
+    first = augment_event(event, np.random.default_rng(1))
+    np.testing.assert_array_equal(again["coords"], first["coords"])
+    assert len(seen) == 48

@@ -50,6 +50,22 @@ def load_event(dataset: Any, i: int, voxel_size: float, charge_scale: float) -> 
     }
 
 
+def augment_event(event: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """The event mirrored along a random subset of the axes and with its axes permuted at
+    random: labels are unchanged by such a symmetry of the cubic voxel grid, and points move
+    with the voxels (voxel c spans [c, c + 1) in point units, so mirroring about the
+    event's extent L maps c -> L - 1 - c and a point p -> L - p). Sites stay >= 0."""
+    coords = event["coords"].copy()
+    points = event["points"].copy()
+    flip = rng.random(3) < 0.5
+    extent = coords.max(0) + 1 if len(coords) else np.zeros(3, np.int64)
+    coords[:, flip] = extent[flip] - 1 - coords[:, flip]
+    points[:, :3][:, flip] = extent[flip] - points[:, :3][:, flip]
+    order = rng.permutation(3)
+    return {**event, "coords": coords[:, order], "points": np.c_[points[:, :3][:, order],
+                                                                  points[:, 3:]]}
+
+
 def make_batch(events: Sequence[dict[str, Any]], device: str | torch.device = "cpu"
                ) -> dict[str, Any]:
     """Collate events into a :class:`SparseTensor` (sorted sites) with labels in the same

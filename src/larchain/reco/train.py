@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from larchain.core.artifacts import atomic_path
-from larchain.reco.data import load_event, make_batch
+from larchain.reco.data import augment_event, load_event, make_batch
 from larchain.reco.uresnet import (
     UResNet,
     class_weights,
@@ -68,6 +68,7 @@ def train_uresnet(dataset: Any, cfg: Mapping[str, Any], voxel_size: float,
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
     bs = int(cfg["batch_events"])
     radius = float(cfg["ppn_radius"])
+    augment = bool(cfg.get("augment", False))
     history: list[dict[str, float]] = []
     best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
     for epoch in tqdm(range(int(cfg["epochs"])), desc="reco_train", unit="epoch", mininterval=1):
@@ -76,7 +77,10 @@ def train_uresnet(dataset: Any, cfg: Mapping[str, Any], voxel_size: float,
         order = rng.permutation(train_idx)
         tot, acc = [], []
         for k in range(0, len(order), bs):
-            batch = make_batch([events[i] for i in order[k:k + bs]], device)
+            chunk = [events[i] for i in order[k:k + bs]]
+            if augment:
+                chunk = [augment_event(ev, rng) for ev in chunk]
+            batch = make_batch(chunk, device)
             loss, correct = _loss(model, batch, weights, radius)
             opt.zero_grad()
             loss.backward()
