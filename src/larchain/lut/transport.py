@@ -230,16 +230,12 @@ class PhotodetectorSet:
             p_near = pos[iv]
             d_near = None if d_in is None else d_in[iv]
             close = (p_near - self.center[idet]).square().sum(1) < self.mid_r2[idet]
-            if close.all():
-                out[iv, idet] = self._near(p_near, d_near, idet, inv)
-            else:
-                vals = self._mid(p_near, d_near, idet, inv)
-                if close.any():
-                    c = torch.nonzero(close).flatten()
-                    vals[c] = self._near(
-                        p_near[c], None if d_near is None else d_near[c], idet[c], inv
-                    )
-                out[iv, idet] = vals
+            vals = torch.empty(len(idet), device=pos.device, dtype=pos.dtype)
+            for sel, kernel in ((~close, self._mid), (close, self._near)):
+                k = torch.nonzero(sel).flatten()
+                if k.numel():
+                    vals[k] = kernel(p_near[k], None if d_near is None else d_near[k], idet[k], inv)
+            out[iv, idet] = vals
         return out
 
     def _mid(self, pos, d_in, idet, inv_length):

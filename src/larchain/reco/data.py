@@ -56,14 +56,14 @@ def augment_event(event: dict[str, Any], rng: np.random.Generator) -> dict[str, 
     with the voxels (voxel c spans [c, c + 1) in point units, so mirroring about the
     event's extent L maps c -> L - 1 - c and a point p -> L - p). Sites stay >= 0."""
     coords = event["coords"].copy()
-    points = event["points"].copy()
+    xyz = event["points"][:, :3].copy()
     flip = rng.random(3) < 0.5
     extent = coords.max(0) + 1 if len(coords) else np.zeros(3, np.int64)
     coords[:, flip] = extent[flip] - 1 - coords[:, flip]
-    points[:, :3][:, flip] = extent[flip] - points[:, :3][:, flip]
+    xyz[:, flip] = extent[flip] - xyz[:, flip]
     order = rng.permutation(3)
-    return {**event, "coords": coords[:, order], "points": np.c_[points[:, :3][:, order],
-                                                                  points[:, 3:]]}
+    points = np.c_[xyz[:, order], event["points"][:, 3:]]
+    return {**event, "coords": coords[:, order], "points": points}
 
 
 def make_batch(events: Sequence[dict[str, Any]], device: str | torch.device = "cpu"
