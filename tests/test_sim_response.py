@@ -403,6 +403,36 @@ def test_noise_is_reproducible_with_a_seeded_generator():
     assert torch.equal(s1.pe, s1.pe_expected)
 
 
+def test_per_event_generators_make_a_batch_equal_its_events_one_by_one():
+    """With one generator per event (noise, then Poisson light), a batched call gives each
+    event exactly what a call on that event alone gives: a simulator may batch freely."""
+    n_ev = 3
+    dep = random_deposits(600, n_ev, seed=9)
+    vis = Constant(2e-4, 4)
+    p = default_params(n_detectors=4, dtype=F64)
+    s = ResponseSettings(noise_electrons=500.0, threshold_electrons=2000.0, neighbourhood=1)
+    seeds = [11, 12, 13]
+    batch = detector_response(dep, p, s, vis, [torch.Generator().manual_seed(x) for x in seeds])
+    for e in range(n_ev):
+        m = dep.event == e
+        one = Deposits(dep.pos[m], dep.de[m], dep.dx[m], dep.t0[m],
+                       torch.zeros(int(m.sum()), dtype=torch.int64), n_events=1)
+        alone = detector_response(one, p, s, vis, torch.Generator().manual_seed(seeds[e]))
+        mine = batch.event == e
+        assert torch.equal(batch.coords[mine], alone.coords)
+        assert torch.equal(batch.charge[mine], alone.charge)
+        assert torch.equal(torch.nonzero(m).squeeze(1)[alone.dominant], batch.dominant[mine])
+        assert torch.equal(batch.pe[e], alone.pe[0])
+    # the noise really is per event: another seed for event 1 changes event 1 only
+    other = detector_response(dep, p, s, vis,
+                              [torch.Generator().manual_seed(x) for x in (11, 99, 13)])
+    for e in range(n_ev):
+        same = torch.equal(other.charge[other.event == e], batch.charge[batch.event == e])
+        assert same == (e != 1)
+    with pytest.raises(ValueError, match="one per event"):
+        detector_response(dep, p, s, vis, [torch.Generator()])
+
+
 def test_readout_validates_mode_and_width():
     q = torch.ones(3)
     with pytest.raises(ValueError, match="mode"):

@@ -67,12 +67,13 @@ class Primaries:
         energy = np.array([r["energy"] for r in self.rows])
         species = np.array([r["species"] for r in self.rows], dtype=np.int8)
         semantic = np.array([r["semantic"] for r in self.rows], dtype=np.int8)
-        index_in_event = np.zeros(n, dtype=np.int64)
-        for e in np.unique(ev):
-            m = ev == e
-            index_in_event[m] = np.arange(m.sum())
-        keys = np.array([hashrng.derive(event_keys[int(e)], int(i))
-                         for e, i in zip(ev, index_in_event, strict=True)], dtype=np.uint64)
+        # position of each primary among its event's primaries (rows keep their order)
+        order = np.argsort(ev, kind="stable")
+        first = np.searchsorted(ev[order], ev[order])
+        index_in_event = np.empty(n, dtype=np.int64)
+        index_in_event[order] = np.arange(n) - first
+        root = np.array([event_keys[int(e)] for e in ev], dtype=np.uint64)
+        keys = hashrng.derive(root, index_in_event) if n else np.zeros(0, np.uint64)
         return dict(
             event=ev, interaction=np.array([r["interaction"] for r in self.rows], np.int64),
             species=species, process=np.full(n, T.PRIMARY, np.int8), parent=np.full(n, -1),

@@ -12,6 +12,8 @@ efficiency. Production samples ``Poisson(PE)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -96,6 +98,12 @@ def pe_from_visibility(
     return pe
 
 
-def sample_pe(pe_expected: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Observed photoelectrons: ``Poisson(pe_expected)`` drawn from ``generator``."""
-    return torch.poisson(pe_expected.detach().clamp_min(0.0), generator=generator)
+def sample_pe(pe_expected: Tensor,
+              generator: torch.Generator | Sequence[torch.Generator] | None = None) -> Tensor:
+    """Observed photoelectrons: ``Poisson(pe_expected)`` drawn from ``generator`` (or row e of
+    ``pe_expected [E, D]`` from ``generator[e]``)."""
+    mean = pe_expected.detach().clamp_min(0.0)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.poisson(mean, generator=generator)
+    rows = [torch.poisson(mean[e : e + 1], generator=g) for e, g in enumerate(generator)]
+    return torch.cat(rows) if rows else torch.poisson(mean)

@@ -21,7 +21,7 @@ way (``sigma_L * reco_drift_velocity / drift_velocity``). Voxel ``i`` spans
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -277,7 +277,7 @@ def detector_response(
     params: Mapping[str, Tensor | float],
     settings: ResponseSettings | None = None,
     visibility: VisibilityModel | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     charge: bool = True,
 ) -> Response:
     """Simulate the charge and light response of a batch of events.
@@ -288,14 +288,23 @@ def detector_response(
     :func:`~larchain.sim.voxelize.readout`); photons = light_yield (de / W_ph - electrons);
     PE = sum photons x visibility x pd_efficiency per event (Poisson in exact mode).
     ``generator`` drives every random draw (noise first, then Poisson), so a seeded one makes
-    the output reproducible. ``charge=False`` skips the drift and voxels (no voxels are
-    returned): the light alone, for a fit that needs its derivatives separately.
+    the output reproducible. A sequence of E generators gives each event its own (the noise
+    of event e's voxels, then its Poisson light, from ``generator[e]``): a batch of events
+    then equals the same events simulated one by one with those generators, so a simulator
+    can batch them without making an event depend on its batch. ``charge=False`` skips the
+    drift and voxels (no voxels are returned): the light alone, for a fit that needs its
+    derivatives separately.
     """
     s = settings if settings is not None else ResponseSettings()
     deposits.validate()
     pos = deposits.pos
     p = _check_params(params, pos)
     n_events = deposits.count_events()
+    if generator is not None and not isinstance(generator, torch.Generator):
+        generator = list(generator)
+        if len(generator) != n_events:
+            raise ValueError(f"generator: got {len(generator)} generators for {n_events} "
+                             "events (one per event, or a single one)")
 
     # charge: recombination, lifetime, diffusion
     dedx = deposits.de / torch.where(deposits.dx > 0, deposits.dx, torch.ones_like(deposits.dx))
@@ -317,13 +326,20 @@ def detector_response(
     # the truth label of each voxel (its dominant deposit) is not needed by a likelihood
     vox = coalesce(centre, sigma, at_anode, deposits.event, s.pitch, k,
                    with_dominant=s.mode != "expected")
+    z = None
+    if isinstance(generator, list) and s.noise_electrons > 0 and s.mode != "expected":
+        # per-event noise: the voxel keys are sorted by event
+        n_vox = torch.bincount(vox.event_of_keys(), minlength=n_events).tolist()
+        z = torch.cat([torch.randn(m, generator=g, dtype=vox.charge.dtype)
+                       for m, g in zip(n_vox, generator, strict=True)]).to(vox.charge.device)
     q, keep = readout(
         vox.charge,
         s.threshold_electrons,
         s.noise_electrons,
         s.mode,
         s.threshold_width,
-        generator,
+        None if isinstance(generator, list) else generator,
+        noise=z,
     )
     coords, event = vox.decode(keep)
     dominant = vox.dominant if keep is None else vox.dominant[keep]

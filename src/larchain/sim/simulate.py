@@ -1,9 +1,10 @@
 """From primaries to labelled voxel images: transport, detector response, truth labels.
 
 :func:`simulate_events` makes one batch of events (a shard) and returns plain numpy arrays
-ready for :mod:`larchain.sim.storage`. Transport is batched over all events of the shard;
-the detector response runs event by event with a generator seeded from the event's own
-seed, so noise and Poisson light do not depend on the batch either.
+ready for :mod:`larchain.sim.storage`. Transport is batched over all events of the shard
+(counter-based random numbers); the detector response too, with each event's noise and
+Poisson light drawn from a generator seeded from the event's own seed, so no event depends
+on its batch.
 """
 
 from __future__ import annotations
@@ -116,35 +117,71 @@ def simulate_events(
     dep_event = dep_event[order]
     bounds = np.searchsorted(dep_event, np.arange(len(event_indices) + 1))
     grid = np.floor(np.asarray(setup.size) / setup.response.pitch + 1e-9).astype(np.int64)
+    responses = _responses(setup, dep, dep_event, [int(e) for e in event_indices], visibility)
     events = []
     for local, ev in enumerate(event_indices):
         a, b = bounds[local], bounds[local + 1]
         events.append(_one_event(setup, int(ev), local, tab, {k: v[a:b] for k, v in dep.items()},
-                                 primaries, grid, visibility))
+                                 primaries, grid, responses[local]))
     return {"events": events, "grid": grid}
+
+
+def _responses(setup: SimulationSetup, dep: dict[str, np.ndarray], dep_event: np.ndarray,
+               event_indices: list[int], visibility: Any) -> list[dict[str, Any]]:
+    """Detector response of every event (deposits sorted by event), split per event.
+
+    Each event draws its noise and light from a generator seeded from its own key, so the
+    events of a shard go through one batched call (much cheaper than one call each) and
+    still do not depend on the batch. With ``neighbourhood: null`` each event chooses its own
+    neighbourhood, so those events run one by one."""
+    n_ev = len(event_indices)
+    gens = [torch.Generator().manual_seed(hashrng.event_key(setup.seed, e) >> 1)
+            for e in event_indices]
+    n = len(dep["de"])
+    # production runs the response in float32 (1.5x faster; fits use float64)
+    tensors = {
+        "pos": torch.as_tensor(dep["pos"], dtype=torch.float32).reshape(n, 3),
+        "de": torch.as_tensor(dep["de"], dtype=torch.float32),
+        "dx": torch.as_tensor(np.maximum(dep["dx"], 1e-6), dtype=torch.float32),
+        "t0": torch.as_tensor(dep["time"], dtype=torch.float32),
+    }
+    event = torch.as_tensor(dep_event, dtype=torch.int64)
+    bounds = np.searchsorted(dep_event, np.arange(n_ev + 1))
+    if setup.response.neighbourhood is None:
+        groups = [[e] for e in range(n_ev)]
+    else:
+        groups = [list(range(n_ev))] if n_ev else []
+    out: list[dict[str, Any]] = []
+    for group in groups:
+        a, b = bounds[group[0]], bounds[group[-1] + 1]
+        deposits = Deposits(**{k: v[a:b] for k, v in tensors.items()},
+                            event=event[a:b] - group[0], n_events=len(group))
+        with torch.no_grad():
+            resp = detector_response(deposits, dict(setup.params), setup.response, visibility,
+                                     [gens[e] for e in group])
+        vox_bounds = np.searchsorted(resp.event.numpy(), np.arange(len(group) + 1))
+        coords, charge, dominant = resp.coords.numpy(), resp.charge.numpy(), resp.dominant.numpy()
+        for j, e in enumerate(group):
+            va, vb = vox_bounds[j], vox_bounds[j + 1]
+            out.append({
+                "coords": coords[va:vb], "charge": charge[va:vb],
+                "dominant": dominant[va:vb] - (bounds[e] - a),  # index within the event
+                "pe": resp.pe[j].numpy() if resp.pe is not None else None,
+                "pe_expected": (resp.pe_expected[j].numpy()
+                                if resp.pe_expected is not None else None),
+                "neighbourhood": int(resp.neighbourhood),
+            })
+    return out
 
 
 def _one_event(setup: SimulationSetup, event_index: int, local: int, tab: dict,
                dep: dict[str, np.ndarray], primaries: Primaries, grid: np.ndarray,
-               visibility: Any) -> dict[str, Any]:
-    gen = torch.Generator().manual_seed(hashrng.event_key(setup.seed, event_index) >> 1)
-    n = len(dep["de"])
-    # production runs the response in float32 (1.5x faster; fits use float64)
-    deposits = Deposits(
-        pos=torch.as_tensor(dep["pos"], dtype=torch.float32).reshape(n, 3),
-        de=torch.as_tensor(dep["de"], dtype=torch.float32),
-        dx=torch.as_tensor(np.maximum(dep["dx"], 1e-6), dtype=torch.float32),
-        t0=torch.as_tensor(dep["time"], dtype=torch.float32),
-        event=torch.zeros(n, dtype=torch.int64),
-        n_events=1,
-    )
-    with torch.no_grad():
-        resp = detector_response(deposits, dict(setup.params), setup.response, visibility, gen)
-    coords = resp.coords.numpy()
+               resp: dict[str, Any]) -> dict[str, Any]:
+    coords = resp["coords"]
     inside = np.all((coords >= 0) & (coords < grid), axis=1)
     coords = coords[inside]
-    charge = resp.charge.numpy()[inside]
-    row = dep["row"][resp.dominant.numpy()[inside]]
+    charge = resp["charge"][inside]
+    row = dep["row"][resp["dominant"][inside]]
     # truth labels of the voxel = those of the object that deposited most of its charge
     ev_rows = np.flatnonzero(tab["event"] == local)
     group_new, group_rows = _renumber(tab["group"][ev_rows])
@@ -208,10 +245,10 @@ def _one_event(setup: SimulationSetup, event_index: int, local: int, tab: dict,
         "voxels": voxels,
         "particles": particles,
         "interactions": interactions,
-        "pe": resp.pe[0].numpy().astype(np.float32) if resp.pe is not None else None,
-        "pe_expected": (resp.pe_expected[0].numpy().astype(np.float32)
-                        if resp.pe_expected is not None else None),
-        "neighbourhood": int(resp.neighbourhood),
+        "pe": resp["pe"].astype(np.float32) if resp["pe"] is not None else None,
+        "pe_expected": (resp["pe_expected"].astype(np.float32)
+                        if resp["pe_expected"] is not None else None),
+        "neighbourhood": resp["neighbourhood"],
         "deposited_energy": float(dep["de"].sum()),
         "escaped_energy": float(tab["escaped"][ev_rows].sum()),
     }

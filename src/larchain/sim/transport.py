@@ -23,6 +23,9 @@ capped at the complete-screening value 7/(9 X0)), or photoabsorption below
 (X0 = 14 cm, Moliere radius from the multiple scattering of the cascade electrons) whose gaps
 between fragments come from photon flights.
 
+The charged-particle steps run in a compiled kernel (:mod:`larchain.sim.stepping`, one
+particle at a time); this module drives it and creates the secondaries in numpy.
+
 Particles leaving the active volume are dropped (their energy is recorded as escaped). All
 random numbers are hashes of the particle's key and its step (:mod:`larchain.sim.rng`), so an
 event is identical however events are batched.
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from larchain.core import constants as C
-from larchain.sim import rng
+from larchain.sim import rng, stepping
 from larchain.sim import truth as T
 from larchain.sim.stopping import RangeTable
 
@@ -187,8 +190,8 @@ def _sample_compton(keys: np.ndarray, n: np.ndarray, e: np.ndarray) -> tuple[np.
 
 
 class _StepTables:
-    """All charged species' CSDA tables stacked, for one lookup per step whatever the mix of
-    species (the RangeTables share one log-spaced energy grid)."""
+    """All charged species' CSDA tables stacked ``[species, n]`` on their shared log-spaced
+    energy grid: what the compiled stepping kernel interpolates."""
 
     def __init__(self) -> None:
         tables = [RangeTable.for_particle(T.STOPPING_NAME.get(s, "electron"))
@@ -201,10 +204,7 @@ class _StepTables:
         self.n = len(lt)
         self.lt0 = lt[0]
         self.inv_dlt = (self.n - 1) / (lt[-1] - lt[0])
-        self.lr = np.stack([t._lr for t in tables])  # [species, n]
-        span = self.lr.max() - self.lr.min() + 1.0
-        self.offset = span * np.arange(len(tables))
-        self.lr_flat = (self.lr + self.offset[:, None]).ravel()
+        self.lr = np.ascontiguousarray(np.stack([t._lr for t in tables]))  # [species, n]
         self.mass = np.array([C.MASS_MEV["photon"], ME, ME, C.MASS_MEV["muon"],
                               C.MASS_MEV["pion"], C.MASS_MEV["proton"]])
 
@@ -219,36 +219,23 @@ class _StepTables:
         r = np.exp(y0 + (lt - x0) * ((y1 - y0) / (x1 - x0)))
         return np.where(t > 0, r, 0.0)
 
-    def kinetic_at_range(self, species: np.ndarray, r: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore"):
-            lr = np.log(r)
-        base = species * self.n
-        lr = np.where(r > 0, lr, self.lr.min())
-        key = lr + self.offset[species]
-        i = np.clip(np.searchsorted(self.lr_flat, key) - base, 1, self.n - 1)
-        x0, x1 = self.lr.ravel()[base + i - 1], self.lr.ravel()[base + i]
-        y0, y1 = self.lt[i - 1], self.lt[i]
-        t = np.exp(y0 + (lr - x0) * ((y1 - y0) / (x1 - x0)))
-        return np.where(r > 0, t, 0.0)
-
-    def highland(self, species: np.ndarray, t: np.ndarray, ds: np.ndarray) -> np.ndarray:
-        """Highland width of one step, its log term ln(x / (X0 beta^2)) taken at x = X0."""
-        m = self.mass[species]
-        p = np.sqrt(t * (t + 2 * m))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            beta2 = p * p / np.maximum((t + m) ** 2, 1e-300)
-            th = 13.6 * (t + m) / np.maximum(p * p, 1e-300) * np.sqrt(ds / C.RADIATION_LENGTH_CM)
-            th = th * np.maximum(1.0 - 0.038 * np.log(beta2), 0.0)
-        return np.where(t > 0, th, np.inf)
-
 
 class Transport:
     """Transports every object of a :class:`TrackTable`, generation by generation."""
+
+    #: Initial deposit/secondary buffer of the stepping kernel (None: from the ranges); the
+    #: kernel resumes with emptied (or bigger) buffers when one fills, so it never matters.
+    buffer_size: int | None = None
 
     def __init__(self, settings: TransportSettings) -> None:
         self.s = settings
         self.size = np.asarray(settings.size, dtype=np.float64)
         self.tables = _StepTables()
+        pref = 0.5 * K_BETHE * C.ARGON_Z / C.ARGON_A * C.LAR_DENSITY_G_CM3
+        self._consts = np.array([
+            settings.step, settings.delta_threshold, settings.brems_threshold,
+            settings.electron_cut, settings.max_steps, C.RADIATION_LENGTH_CM, pref, ME,
+            C.MASS_MEV["muon"]], dtype=np.float64)
 
     # ------------------------------------------------------------------ driver
     def run(self, table: T.TrackTable, rows: np.ndarray, deposits: DepositList) -> None:
@@ -282,139 +269,62 @@ class Transport:
 
     # ---------------------------------------------------------------- charged
     def charged(self, table: T.TrackTable, rows: np.ndarray, deposits: DepositList) -> np.ndarray:
+        """Step ``rows`` to their end (compiled kernel, :mod:`larchain.sim.stepping`), then
+        create their secondaries: delta rays, bremsstrahlung photons and decay products."""
         s = self.s
-        row = rows.copy()
         species = table["species"][rows].astype(np.int64)
-        pos = table["start"][rows].copy()
-        d = table["direction"][rows].copy()
-        ke = table["energy"][rows].copy()
-        t = table["time"][rows].copy()
-        keys = table["key"][rows].copy()
-        created: list[np.ndarray] = []
-        # muons that stop decay; pions that stop decay; positrons annihilate
-        for n in range(s.max_steps):
-            if len(row) == 0:
-                break
-            rng_r = self.tables.range_cm(species, ke)
-            ds = np.minimum(s.step, rng_r)
-            exit_d = _exit_distance(pos, d, self.size)
-            leaving = exit_d <= ds
-            ds = np.minimum(ds, exit_d)
-            t_after = self.tables.kinetic_at_range(species, np.maximum(rng_r - ds, 0.0))
-            t_after = np.minimum(t_after, ke)
-            local = ke - t_after
-            new_ke = t_after.copy()
-            # --- muon delta rays (thinning of a 1/T^2 envelope)
-            mu = np.flatnonzero(species == T.MUON)
-            if len(mu):
-                created.append(self._delta_rays(table, row, mu, n, pos, d, ke, ds, t, keys,
-                                                local, new_ke))
-            # --- bremsstrahlung of electrons and positrons
-            el = np.flatnonzero((species == T.ELECTRON) | (species == T.POSITRON))
-            if len(el):
-                created.append(self._brems(table, row, el, n, pos, d, ke, ds, t, keys,
-                                           local, new_ke))
-            # stopped: deposit the rest locally
-            stopped = (new_ke < s.electron_cut) & ~leaving
-            local = np.where(stopped, local + new_ke, local)
-            new_ke = np.where(stopped, 0.0, new_ke)
-            deposits.add(pos + 0.5 * ds[:, None] * d, local, ds, t, row)
-            pos = pos + ds[:, None] * d
-            # multiple scattering
-            theta0 = self.tables.highland(species, ke, ds)
-            zx, zy = rng.normal_pair(keys, n, _S_MCS)
-            tx, ty = theta0 * zx, theta0 * zy
-            theta = np.minimum(np.hypot(tx, ty), np.pi)
-            d = rotate(d, np.cos(theta), np.arctan2(ty, tx))
-            ke = new_ke
-            done = stopped | leaving | (ke <= 0)
-            if done.any():
-                r = row[done]
-                table.set("end", r, pos[done])
-                table.set("escaped", r, np.where(leaving[done], ke[done], 0.0))
-                stop = done & ~leaving
-                created.append(self._at_rest(table, row[stop], species[stop], pos[stop],
-                                             t[stop], keys[stop]))
-                keep = ~done
-                row, species, pos, d, ke, t, keys = (
-                    a[keep] for a in (row, species, pos, d, ke, t, keys)
-                )
-        else:
-            raise RuntimeError(f"transport did not finish in {s.max_steps} steps")
+        pos = np.ascontiguousarray(table["start"][rows], dtype=np.float64)
+        d = np.ascontiguousarray(table["direction"][rows], dtype=np.float64)
+        keys = np.ascontiguousarray(table["key"][rows], dtype=np.uint64)
+        t = table["time"][rows]
+        n = len(rows)
+        tb = self.tables
+        end = np.empty((n, 3))
+        escaped = np.empty(n)
+        stopped = np.empty(n, dtype=np.bool_)
+        cap = self.buffer_size or max(
+            4096, int(tb.range_cm(species, table["energy"][rows]).sum() / s.step) + n)
+        parts: list[tuple[np.ndarray, ...]] = []
+        first = 0
+        while first < n:
+            buf = (np.empty((cap, 3)), np.empty(cap), np.empty(cap), np.empty(cap, np.int64),
+                   np.empty(cap, np.int64), np.empty(cap, np.int8), np.empty(cap, np.int64),
+                   np.empty((cap, 3)), np.empty((cap, 3)), np.empty(cap))
+            nxt, n_dep, n_sec = stepping.step_charged(
+                species, pos, d, np.ascontiguousarray(table["energy"][rows], dtype=np.float64),
+                keys, tb.lt, tb.lr, tb.mass, self.size, self._consts, *buf, end, escaped,
+                stopped, first)
+            if nxt < 0:
+                raise RuntimeError(f"transport did not finish in {s.max_steps} steps")
+            if nxt == first:  # not even one particle fitted: bigger buffers
+                cap *= 4
+                continue
+            parts.append(tuple(a[:n_dep] for a in buf[:4]) + tuple(a[:n_sec] for a in buf[4:]))
+            first = nxt
+        dep_pos, de, dx, dep_i, sec_i, kind, step_n, sec_pos, sec_dir, sec_e = (
+            np.concatenate([q[j] for q in parts]) for j in range(10))
+        deposits.add(dep_pos, de, dx, t[dep_i], rows[dep_i])
+        table.set("end", rows, end)
+        table.set("escaped", rows, escaped)
+        created = []
+        dl = np.flatnonzero(kind == stepping.DELTA)
+        if len(dl):
+            j = sec_i[dl]
+            created.append(self._children(
+                table, rows[j], np.full(len(j), T.ELECTRON), T.DELTA_RAY, sec_pos[dl],
+                sec_dir[dl], sec_e[dl], t[j], rng.derive(keys[j], step_n[dl], 1), True,
+                np.full(len(j), T.DELTA)))
+        br = np.flatnonzero(kind == stepping.BREMS)
+        if len(br):
+            j = sec_i[br]
+            created.append(self._children(
+                table, rows[j], np.full(len(j), T.PHOTON), T.BREMS, sec_pos[br], sec_dir[br],
+                sec_e[br], t[j], rng.derive(keys[j], step_n[br], 2), False,
+                table["semantic"][rows[j]]))
+        stop = np.flatnonzero(stopped)
+        created.append(self._at_rest(table, rows[stop], species[stop], end[stop], t[stop],
+                                     keys[stop]))
         return np.concatenate(created) if created else np.zeros(0, np.int64)
-
-    def _delta_rays(self, table, row, idx, n, pos, d, ke, ds, t, keys, local, new_ke):  # noqa: ANN001, ANN202
-        s = self.s
-        m_mu = C.MASS_MEV["muon"]
-        e_tot = ke[idx] + m_mu
-        gamma = e_tot / m_mu
-        beta2 = 1.0 - 1.0 / gamma**2
-        bg2 = beta2 * gamma**2
-        tmax = 2 * ME * bg2 / (1 + 2 * gamma * ME / m_mu + (ME / m_mu) ** 2)
-        tcut = s.delta_threshold
-        ok = tmax > tcut
-        pref = 0.5 * K_BETHE * C.ARGON_Z / C.ARGON_A * C.LAR_DENSITY_G_CM3 / beta2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean_loss = np.where(
-                ok, pref * (np.log(tmax / tcut) - beta2 * (tmax - tcut) / tmax), 0.0
-            ) * ds[idx]
-            rate = np.where(ok, pref * (1.0 / tcut - 1.0 / tmax), 0.0)
-        # the continuous part is the restricted loss; explicit deltas carry the rest
-        restricted = np.maximum(local[idx] - mean_loss, 0.0)
-        k = keys[idx]
-        emit = ok & (rng.uniform(k, n, _S_SEC) < -np.expm1(-rate * ds[idx]))
-        u = rng.uniform(k, n, _S_SEC + 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            td = 1.0 / (1.0 / tcut - u * (1.0 / tcut - 1.0 / tmax))
-        emit &= rng.uniform(k, n, _S_SEC + 2) < 1.0 - beta2 * td / tmax
-        avail = ke[idx] - restricted
-        td = np.where(emit, np.minimum(td, avail), 0.0)
-        local[idx] = restricted
-        new_ke[idx] = np.maximum(ke[idx] - restricted - td, 0.0)
-        e = np.flatnonzero(emit & (td > 0))
-        if len(e) == 0:
-            return np.zeros(0, np.int64)
-        j = idx[e]
-        # delta direction from two-body kinematics, random azimuth
-        p_d = np.sqrt(td[e] * (td[e] + 2 * ME))
-        p_max = np.sqrt(tmax[e] * (tmax[e] + 2 * ME))
-        cos_t = np.clip(td[e] / p_d * p_max / tmax[e], -1.0, 1.0)
-        phi = 2 * np.pi * rng.uniform(k[e], n, _S_SEC + 3)
-        where = pos[j] + rng.uniform(k[e], n, _S_SEC + 4)[:, None] * ds[j, None] * d[j]
-        return self._children(
-            table, row[j], np.full(len(j), T.ELECTRON), T.DELTA_RAY, where,
-            rotate(d[j], cos_t, phi), td[e], t[j], rng.derive(k[e], n, 1), True,
-            np.full(len(j), T.DELTA),
-        )
-
-    def _brems(self, table, row, idx, n, pos, d, ke, ds, t, keys, local, new_ke):  # noqa: ANN001, ANN202
-        s = self.s
-        kmin = s.brems_threshold
-        e_tot = ke[idx] + ME
-        x0 = C.RADIATION_LENGTH_CM
-        ymin = np.minimum(kmin / e_tot, 1.0)
-        # radiation softer than kmin is deposited locally (energy conservation)
-        soft = ds[idx] / x0 * e_tot * (4 / 3 * ymin - 2 / 3 * ymin**2 + ymin**3 / 3)
-        soft = np.minimum(soft, new_ke[idx])
-        local[idx] += soft
-        new_ke[idx] -= soft
-        k = keys[idx]
-        able = ke[idx] > kmin
-        rate = np.where(able, 4.0 / 3.0 * np.log(1.0 / ymin) / x0, 0.0)
-        emit = able & (rng.uniform(k, n, _S_SEC + 5) < -np.expm1(-rate * ds[idx]))
-        y = ymin ** (1.0 - rng.uniform(k, n, _S_SEC + 6))
-        emit &= rng.uniform(k, n, _S_SEC + 7) * (4 / 3) < 4 / 3 - 4 / 3 * y + y**2
-        kph = np.where(emit, np.minimum(y * e_tot, new_ke[idx]), 0.0)
-        new_ke[idx] -= kph
-        e = np.flatnonzero(emit & (kph > 0))
-        if len(e) == 0:
-            return np.zeros(0, np.int64)
-        j = idx[e]
-        where = pos[j] + rng.uniform(k[e], n, _S_SEC + 8)[:, None] * ds[j, None] * d[j]
-        return self._children(
-            table, row[j], np.full(len(j), T.PHOTON), T.BREMS, where, d[j].copy(), kph[e],
-            t[j], rng.derive(k[e], n, 2), False, table["semantic"][row[j]],
-        )
 
     def _at_rest(self, table, rows, species, pos, t, keys):  # noqa: ANN001, ANN202
         out = []

@@ -153,6 +153,11 @@ class Coalesced:
     lo: Tensor
     dims: tuple[int, int, int]
 
+    def event_of_keys(self) -> Tensor:
+        """Event index of every voxel (non-decreasing: keys are sorted)."""
+        dx, dy, dz = self.dims
+        return self.keys // (dx * dy * dz)
+
     def decode(self, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(coords [M, 3] int64, event [M])`` of all voxels, or of ``keep`` (a mask)."""
         keys = self.keys if keep is None else self.keys[keep]
@@ -291,6 +296,7 @@ def readout(
     mode: str = "exact",
     threshold_width: float = 1.0,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Pixel electronics on coalesced voxel charges: ``(charge_out, keep)``.
 
@@ -302,7 +308,8 @@ def readout(
     ``sigmoid((q - threshold) / threshold_width)`` so gradients flow through the threshold.
     Noise is reparameterised, ``q + rms * z``, with ``z`` a standard-normal draw from
     ``generator``; it is off when no generator is given (pass an identically seeded
-    generator each call to keep the draw fixed during a fit).
+    generator each call to keep the draw fixed during a fit). ``noise`` gives that draw ``z``
+    (one per voxel) instead, e.g. drawn event by event from per-event generators.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -311,7 +318,12 @@ def readout(
     if mode == "expected":
         return charge, None
     q = charge
-    if noise_electrons > 0 and (mode == "exact" or generator is not None):
+    if noise is not None:
+        if noise.shape != q.shape:
+            raise ValueError(f"noise must have the charge's shape {tuple(q.shape)}, got "
+                             f"{tuple(noise.shape)}")
+        q = q + noise_electrons * noise
+    elif noise_electrons > 0 and (mode == "exact" or generator is not None):
         z = torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device)
         q = q + noise_electrons * z
     if mode == "exact":
