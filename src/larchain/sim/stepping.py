@@ -26,7 +26,7 @@ _TWO53 = float(2**53)
 
 #: Secondary kinds written by the kernel.
 DELTA, BREMS = 0, 1
-#: Stream offsets (as in transport.py: _S_MCS = 0 -> normal_pair streams 2000/2001).
+#: Random-number streams: secondaries 10-18, scattering 2000-2001 (rng.normal_pair stream 0).
 _S_SEC = 10
 _S_MCS_A, _S_MCS_B = 2000, 2001
 

@@ -55,8 +55,9 @@ PION_DECAY_MUON_T = 4.119
 PION_LIFETIME_US = 0.026033
 _PAIR_FULL = 28.0 / 9.0 * math.log(183.0 * C.ARGON_Z ** (-1.0 / 3.0)) - 2.0 / 27.0
 
-# random-number streams (the counter is the particle's step number)
-_S_MCS, _S_SEC, _S_DIR, _S_FLIGHT, _S_PROC, _S_COMPTON = 0, 10, 20, 30, 40, 50
+# random-number streams of the photons (the counter is the photon's step number); the
+# charged particles' streams (scattering 2000-2001, secondaries 10-18) are in stepping.py
+_S_DIR, _S_FLIGHT, _S_PROC, _S_COMPTON = 20, 30, 40, 50
 
 
 @dataclass(frozen=True)
@@ -282,18 +283,17 @@ class Transport:
         end = np.empty((n, 3))
         escaped = np.empty(n)
         stopped = np.empty(n, dtype=np.bool_)
-        cap = self.buffer_size or max(
-            4096, int(tb.range_cm(species, table["energy"][rows]).sum() / s.step) + n)
         parts: list[tuple[np.ndarray, ...]] = []
+        energy = np.ascontiguousarray(table["energy"][rows], dtype=np.float64)
+        cap = self.buffer_size or max(4096, int(tb.range_cm(species, energy).sum() / s.step) + n)
         first = 0
         while first < n:
             buf = (np.empty((cap, 3)), np.empty(cap), np.empty(cap), np.empty(cap, np.int64),
                    np.empty(cap, np.int64), np.empty(cap, np.int8), np.empty(cap, np.int64),
                    np.empty((cap, 3)), np.empty((cap, 3)), np.empty(cap))
             nxt, n_dep, n_sec = stepping.step_charged(
-                species, pos, d, np.ascontiguousarray(table["energy"][rows], dtype=np.float64),
-                keys, tb.lt, tb.lr, tb.mass, self.size, self._consts, *buf, end, escaped,
-                stopped, first)
+                species, pos, d, energy, keys, tb.lt, tb.lr, tb.mass, self.size, self._consts,
+                *buf, end, escaped, stopped, first)
             if nxt < 0:
                 raise RuntimeError(f"transport did not finish in {s.max_steps} steps")
             if nxt == first:  # not even one particle fitted: bigger buffers
