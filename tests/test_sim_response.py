@@ -525,12 +525,54 @@ def test_dominant_points_at_the_largest_contributor_in_the_response():
 
 def test_union_cpu_and_torch_paths_agree():
     g = torch.Generator().manual_seed(3)
-    a = torch.unique(torch.randint(0, 10_000, (500,), generator=g))
+    a = torch.unique(torch.randint(-5_000, 10_000, (500,), generator=g))
     off = torch.tensor([-101, -1, 0, 1, 101])
     u1, i1 = _union_cpu(a, off)
     u2, i2 = _union_torch(a, off)
     assert torch.equal(u1, u2) and torch.equal(i1, i2)
-    assert torch.equal(u1[i1], a[None, :] + off[:, None])
+    assert torch.equal(u1[i1], a[:, None] + off[None, :])
+    assert torch.equal(u1, torch.unique(a[:, None] + off[None, :]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_compiled_and_tensor_engines_agree_bit_for_bit(dtype, k):
+    """The compiled CPU loop adds the same products in the same order as the tensor path:
+    equal keys, charges (bits) and dominant deposits, whatever the chunking; exact ties
+    (duplicated deposits) go to the higher index in both."""
+    g = torch.Generator().manual_seed(11 + k)
+    n = 3000
+    pos = torch.rand(n, 3, generator=g, dtype=dtype) * 6
+    sigma = 0.01 + 0.2 * torch.rand(n, 3, generator=g, dtype=dtype)
+    charge = 1000 * torch.rand(n, generator=g, dtype=dtype)
+    pos[100:200], sigma[100:200], charge[100:200] = pos[300:400], sigma[300:400], charge[300:400]
+    event = torch.randint(0, 3, (n,), generator=g)
+    event[100:200] = event[300:400]
+    ref = coalesce(pos, sigma, charge, event, 0.3, k, engine="tensor")
+    for engine, chunk in (("compiled", 1 << 15), ("compiled", 37), ("tensor", 37)):
+        got = coalesce(pos, sigma, charge, event, 0.3, k, chunk=chunk, engine=engine)
+        assert torch.equal(got.keys, ref.keys)
+        assert torch.equal(got.charge, ref.charge)
+        assert torch.equal(got.dominant, ref.dominant)
+    # deposits 100-199 are copies of 300-399: every tie goes to the later copy
+    assert not bool(((ref.dominant >= 100) & (ref.dominant < 200)).any())
+    assert bool(((ref.dominant >= 300) & (ref.dominant < 400)).any())
+    nodom = coalesce(pos, sigma, charge, event, 0.3, k, with_dominant=False, engine="compiled")
+    assert torch.equal(nodom.charge, ref.charge) and bool((nodom.dominant == -1).all())
+
+
+def test_engine_choice():
+    pos = torch.tensor([[1.0, 1.0, 1.0]], dtype=F64, requires_grad=True)
+    args = (torch.full((1, 3), 0.1, dtype=F64), torch.ones(1, dtype=F64),
+            torch.zeros(1, dtype=torch.int64))
+    with pytest.raises(ValueError, match="engine='compiled' runs on CPU tensors without"):
+        coalesce(pos, *args, engine="compiled")
+    with pytest.raises(ValueError, match="engine must be"):
+        coalesce(pos, *args, engine="numba")
+    q = coalesce(pos, *args).charge  # auto: the tensor path, since pos needs a gradient
+    assert q.requires_grad
+    with torch.no_grad():
+        assert not coalesce(pos, *args).charge.requires_grad
 
 
 def test_neighbourhood_size_rule():

@@ -609,6 +609,14 @@ dask_cfg = {"cluster": "slurm",
                       "start_timeout": 120}}
 ds = build_lut(cfg, threads=1, dask_cfg=dask_cfg)
 np.save(sys.argv[2], ds["visibility"].values)
+
+import os
+from larchain.core.cluster import dask_client
+one = {"cluster": "slurm", "slurm": {**dask_cfg["slurm"], "jobs": 1}}
+with dask_client(one, 1) as client:
+    env = client.run(lambda: os.environ.get("MALLOC_MMAP_THRESHOLD_"))
+with open(sys.argv[3], "w") as f:
+    json.dump(list(env.values()), f)
 """
 
 
@@ -625,7 +633,8 @@ def test_dask_slurmcluster_shards_blocks_over_batch_jobs(slurm, tmp_path):
     script = tmp_path / "dask_on_slurm.py"
     script.write_text(DASK_ON_SLURM)
     proc = subprocess.run(
-        [sys.executable, str(script), str(REPO / "config" / "test.yaml"), str(out)],
+        [sys.executable, str(script), str(REPO / "config" / "test.yaml"), str(out),
+         str(tmp_path / "worker_env.json")],
         env=slurm.env,
         capture_output=True,
         text=True,
@@ -642,3 +651,8 @@ def test_dask_slurmcluster_shards_blocks_over_batch_jobs(slurm, tmp_path):
     cfg["lut"]["photons_per_voxel"] = 400
     local = build_lut(cfg, threads=1)["visibility"].values
     assert np.array_equal(np.load(out), local)
+    # batch-job workers get larchain's worker environment too (core.cluster.WORKER_ENV)
+    from larchain.core.cluster import WORKER_ENV
+
+    env = json.loads((tmp_path / "worker_env.json").read_text())
+    assert env == [WORKER_ENV["MALLOC_MMAP_THRESHOLD_"]], env

@@ -13,6 +13,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's
+# mmap threshold at 128 KiB: every larger numpy/torch temporary is then mmap'd and unmapped,
+# and page faults made the simulation's worker tasks ~1.7x slower than the same code in
+# process (benchmarks/sim_event_rate.py). A 32 MiB mmap threshold keeps Dask's eager trimming
+# and restores the in-process speed.
+WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+
 
 @contextlib.contextmanager
 def dask_client(
@@ -25,8 +32,10 @@ def dask_client(
     dask-jobqueue ``SLURMCluster`` of ``slurm.jobs`` batch jobs (queue, account and other site
     settings come from dask's own ``jobqueue.slurm`` configuration, not from this config);
     otherwise a LocalCluster with one single-threaded worker process per thread of the job
-    (one worker for a GPU job).
+    (one worker for a GPU job). Workers this function starts get ``WORKER_ENV``; workers of an
+    existing scheduler should export it themselves.
     """
+    import dask
     from distributed import Client, LocalCluster
 
     dask_cfg = dict(dask_cfg or {})
@@ -36,7 +45,9 @@ def dask_client(
         from dask_jobqueue import SLURMCluster
 
         slurm = dict(dask_cfg.get("slurm") or {})
+        prologue = list(dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
         cluster = SLURMCluster(
+            job_script_prologue=prologue + [f"export {k}={v}" for k, v in WORKER_ENV.items()],
             cores=int(slurm.get("cores", 1)),
             processes=int(slurm.get("cores", 1)),
             memory=str(slurm.get("memory", "2GB")),
@@ -60,13 +71,15 @@ def dask_client(
             client.close()
         return
     n_workers = 1 if gpu else max(1, int(threads))
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=dask_cfg.get("processes", True),
-        dashboard_address=None,
-        silence_logs=logging.WARNING,
-    )
+    environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
+    with dask.config.set(environ):
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=dask_cfg.get("processes", True),
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
     client = Client(cluster)
     try:
         yield client

@@ -12,10 +12,11 @@ Contributions of all deposits are coalesced into unique voxels keyed by
 stay differentiable). The voxel set itself is piecewise constant: it depends on which voxel
 holds each centre, not on the parameters, as long as no centre crosses a voxel boundary.
 
-Speed: on CPU the union of the neighbourhoods is found by a stable (Timsort) argsort of the
-``(2k+1)^3`` shifted copies of the sorted unique centre keys -- already sorted runs, so the
-merge is much cheaper than a general sort of ``27 N`` keys; deposits are processed in
-centre-key order so the scatters are nearly sequential.
+Speed: the union of the neighbourhoods merges shifted copies of the sorted unique centre
+keys, one axis at a time (on CPU a linear merge of sorted runs, compiled; ``torch.unique``
+elsewhere); deposits are processed in centre-key order so the scatters are nearly
+sequential. Without autograd on CPU the contributions are formed and scattered by a compiled
+loop (:mod:`larchain.sim.voxel_kernels`), equal bit for bit to the tensor path.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+
+from larchain.sim import voxel_kernels
 
 #: Readout modes: ``"exact"`` (hard threshold, random noise), ``"smooth"`` (sigmoid) or
 #: ``"expected"`` (the mean charge of every voxel, before noise and threshold: what a
@@ -71,43 +74,17 @@ def axis_weights(pos: Tensor, sigma: Tensor, cell: Tensor, k: int, pitch: float)
 
 
 def _union_cpu(a: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
-    """Sorted unique keys of ``a[None] + off[:, None]`` and the inverse ``[len(off), len(a)]``.
-
-    ``a`` is sorted and unique and ``off`` ascending, so each row is a sorted run: the keys,
-    packed with their position in the low bits, are merged by a stable sort (Timsort on
-    runs) and the inverse is written back in one scatter.
-    """
-    an, on = a.numpy(), off.numpy()
-    c = an.shape[0] * on.shape[0]
-    b = max(1, int(c - 1).bit_length())
-    hi = int(max(abs(int(an[0] + on[0])), abs(int(an[-1] + on[-1]))))
-    if int(an[0] + on[0]) < 0 or hi.bit_length() + b > 63:  # cannot pack: argsort instead
-        cand = (an[None, :] + on[:, None]).ravel()
-        perm = np.argsort(cand, kind="stable")
-        key = cand[perm]
-    else:
-        packed = np.add(an[None, :], on[:, None]).ravel()
-        packed <<= b
-        packed |= np.arange(c, dtype=np.int64)
-        packed.sort(kind="stable")
-        key = packed >> b
-        perm = packed
-        perm &= (1 << b) - 1
-    new = np.empty(c, dtype=bool)
-    new[:1] = True
-    np.not_equal(key[1:], key[:-1], out=new[1:])
-    ids = np.cumsum(new, dtype=np.int64)
-    ids -= 1
-    inv = np.empty(c, dtype=np.int64)
-    inv[perm] = ids
-    return torch.from_numpy(key[new]), torch.from_numpy(inv).view(on.shape[0], an.shape[0])
+    """Sorted unique keys of ``a[:, None] + off[None]`` and the inverse ``[len(a), len(off)]``
+    (``a`` sorted and unique, ``off`` ascending): a linear merge of the shifted copies."""
+    keys, inv = voxel_kernels.union_runs(a.contiguous().numpy(), off.contiguous().numpy())
+    return torch.from_numpy(keys), torch.from_numpy(inv)
 
 
 def _union_torch(a: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
     """Device-agnostic version of :func:`_union_cpu` (``torch.unique``; fast on GPUs)."""
-    cand = a.unsqueeze(0) + off.unsqueeze(1)
+    cand = a.unsqueeze(1) + off.unsqueeze(0)
     u, inv = torch.unique(cand.reshape(-1), sorted=True, return_inverse=True)
-    return u, inv.view(off.shape[0], a.shape[0])
+    return u, inv.view(a.shape[0], off.shape[0])
 
 
 def _dilate(centres: Tensor, k: int, strides: tuple[int, int, int]) -> tuple[Tensor, list[Tensor]]:
@@ -115,8 +92,8 @@ def _dilate(centres: Tensor, k: int, strides: tuple[int, int, int]) -> tuple[Ten
 
     Done one axis at a time (z, then y, then x: three merges of ``2k+1`` shifted copies,
     cheaper than one merge of ``(2k+1)^3``). Returns the sorted voxel keys and the inverse
-    maps ``[inv_z, inv_y, inv_x]`` (each ``[2k+1, n_prev]``): the voxel of centre ``u`` at
-    offset ``(i, j, l)`` is ``inv_x[i, inv_y[j, inv_z[l, u]]]``.
+    maps ``[inv_z, inv_y, inv_x]`` (each ``[n_prev, 2k+1]``): the voxel of centre ``u`` at
+    offset ``(i, j, l)`` (x, y, z) is ``inv_x[inv_y[inv_z[u, l], j], i]``.
     """
     union = _union_cpu if centres.device.type == "cpu" else _union_torch
     r = torch.arange(-k, k + 1, device=centres.device)
@@ -179,6 +156,7 @@ def coalesce(
     k: int | None = None,
     chunk: int = 1 << 15,
     with_dominant: bool = True,
+    engine: str = "auto",
 ) -> Coalesced:
     """The work of :func:`voxelize` without decoding the keys (see there).
 
@@ -186,7 +164,10 @@ def coalesce(
     is then all -1), which a fit evaluating the response many times does not need.
     Contributions are formed and scattered ``chunk`` deposits at a time so the
     ``(2k+1)^3``-fold temporaries stay cache-sized (fresh large allocations dominate the cost
-    on CPU otherwise); the loop is over chunks, never over deposits.
+    on CPU otherwise); the loop is over chunks, never over deposits. ``engine``: ``"tensor"``
+    (torch operations, differentiable, any device), ``"compiled"`` (the CPU loop of
+    :mod:`larchain.sim.voxel_kernels`; no gradients) or ``"auto"`` (compiled on CPU when no
+    input needs a gradient).
     """
     n = pos.shape[0]
     if pos.ndim != 2 or pos.shape[1] != 3:
@@ -201,6 +182,14 @@ def coalesce(
         raise ValueError(f"pitch must be > 0, got {pitch}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if engine not in ("auto", "tensor", "compiled"):
+        raise ValueError(f"engine must be 'auto', 'tensor' or 'compiled', got {engine!r}")
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (pos, sigma, charge))
+    if engine == "compiled" and (needs_grad or pos.device.type != "cpu"):
+        raise ValueError("engine='compiled' runs on CPU tensors without autograd")
+    compiled = engine == "compiled" or (
+        engine == "auto" and not needs_grad and pos.device.type == "cpu")
     dev, dtype = pos.device, pos.dtype
     if n == 0:
         z = torch.zeros(0, dtype=torch.int64, device=dev)
@@ -215,7 +204,6 @@ def coalesce(
     elif int(k) < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     k = int(k)
-    width = 2 * k + 1
 
     # --- integer keys of the centre voxels, in a bounding box padded by k
     cell = torch.floor(pos.detach() / pitch).to(torch.int64)
@@ -231,8 +219,6 @@ def coalesce(
     order, uc, grp = _sort_keys(keys)
     vkeys, (inv_z, inv_y, inv_x) = _dilate(uc, k, (dims[1] * dims[2], dims[2], 1))
     m = vkeys.shape[0]
-
-    # --- contributions [width (x), width (y), width (z), chunk], chunk by chunk
     q = torch.zeros(m, dtype=dtype, device=dev)
     best = torch.full((m,), -1, dtype=torch.int64, device=dev)
     pieces = zip(
@@ -244,16 +230,28 @@ def coalesce(
         torch.split(order, chunk),
         strict=True,
     )
+    # contributions deposit by deposit, offsets (l, j, i) = (z, y, x) inner: the order of
+    # addition does not depend on the chunks and is the same in both engines
+    if compiled:
+        for pos_c, sigma_c, charge_c, cell_c, grp_c, idx_c in pieces:
+            w = axis_weights(pos_c, sigma_c, cell_c, k, pitch)  # [c, 3 (x, y, z), width]
+            voxel_kernels.scatter_contributions(
+                w.detach().numpy(), charge_c.detach().numpy(), grp_c.numpy(), idx_c.numpy(),
+                inv_z.numpy(),
+                inv_y.numpy(), inv_x.numpy(), q.numpy(), best.numpy(), with_dominant,
+            )
+        dominant = best & 0xFFFFFFFF if with_dominant else best
+        return Coalesced(vkeys, q, dominant, lo, dims)
+
     for pos_c, sigma_c, charge_c, cell_c, grp_c, idx_c in pieces:
         c = pos_c.shape[0]
-        w = axis_weights(pos_c, sigma_c, cell_c, k, pitch).permute(1, 2, 0)  # [3, width, c]
-        contrib = ((w[0] * charge_c).view(width, 1, 1, c) * w[1].view(1, width, 1, c)) * w[2].view(
-            1, 1, width, c
-        )
-        contrib = contrib.reshape(-1)
-        vid = inv_z.index_select(1, grp_c)  # [width (z), c]
-        vid = inv_y.index_select(1, vid.reshape(-1))  # [width (y), width (z) * c]
-        vid = inv_x.index_select(1, vid.reshape(-1)).reshape(-1)  # same layout as contrib
+        w = axis_weights(pos_c, sigma_c, cell_c, k, pitch)  # [c, 3 (x, y, z), width]
+        wx = w[:, 0] * charge_c.unsqueeze(1)
+        contrib = (wx[:, None, None, :] * w[:, 1, None, :, None]) * w[:, 2, :, None, None]
+        contrib = contrib.reshape(-1)  # [c, width (z), width (y), width (x)]
+        vid = inv_z.index_select(0, grp_c)  # [c, width (z)]
+        vid = inv_y.index_select(0, vid.reshape(-1))  # [c * width (z), width (y)]
+        vid = inv_x.index_select(0, vid.reshape(-1)).reshape(-1)  # same layout as contrib
         q.index_add_(0, vid, contrib)
         if not with_dominant:
             continue
@@ -261,7 +259,7 @@ def coalesce(
         # the deposit index in the low word; one scatter-max picks the largest contribution.
         c32 = torch.clamp_min(contrib.detach().to(torch.float32), 0.0).add_(0.0)  # -0 -> +0
         packed = c32.view(torch.int32).to(torch.int64).bitwise_left_shift_(32)
-        packed.view(-1, c).bitwise_or_(idx_c)
+        packed.view(c, -1).bitwise_or_(idx_c.unsqueeze(1))
         best.scatter_reduce_(0, vid, packed, reduce="amax")
     dominant = best & 0xFFFFFFFF if with_dominant else best
     return Coalesced(vkeys, q, dominant, lo, dims)
