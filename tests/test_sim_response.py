@@ -530,6 +530,8 @@ def test_union_cpu_and_torch_paths_agree():
     u1, i1 = _union_cpu(a, off)
     u2, i2 = _union_torch(a, off)
     assert torch.equal(u1, u2) and torch.equal(i1, i2)
+    u3, i3 = _union_cpu(a, off, small=True)
+    assert torch.equal(u3, u1) and i3.dtype == torch.int32 and torch.equal(i3.long(), i1)
     assert torch.equal(u1[i1], a[:, None] + off[None, :])
     assert torch.equal(u1, torch.unique(a[:, None] + off[None, :]))
 

@@ -18,12 +18,12 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
 @_jit
-def union_runs(a: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique keys of ``a[:, None] + off[None]`` and the inverse ``[len(a), len(off)]``
-    (``a`` sorted and unique, ``off`` ascending): a merge of ``len(off)`` sorted runs."""
+def union_runs(a: np.ndarray, off: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """Sorted unique keys of ``a[:, None] + off[None]`` (``a`` sorted and unique, ``off``
+    ascending): a merge of ``len(off)`` sorted runs. Writes the inverse into ``inv``
+    ``[len(a), len(off)]`` (int32 where the keys fit: half the memory traffic)."""
     n, w = a.shape[0], off.shape[0]
     keys = np.empty(n * w, dtype=np.int64)
-    inv = np.empty((n, w), dtype=np.int64)
     head = np.zeros(w, dtype=np.int64)
     m = 0
     for _ in range(n * w):  # at most one new key per step
@@ -42,7 +42,7 @@ def union_runs(a: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 inv[head[o], o] = m
                 head[o] += 1
         m += 1
-    return keys[:m], inv
+    return keys[:m]
 
 
 @_jit

@@ -73,33 +73,40 @@ def axis_weights(pos: Tensor, sigma: Tensor, cell: Tensor, k: int, pitch: float)
     return w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)
 
 
-def _union_cpu(a: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
+def _union_cpu(a: Tensor, off: Tensor, small: bool = False) -> tuple[Tensor, Tensor]:
     """Sorted unique keys of ``a[:, None] + off[None]`` and the inverse ``[len(a), len(off)]``
-    (``a`` sorted and unique, ``off`` ascending): a linear merge of the shifted copies."""
-    keys, inv = voxel_kernels.union_runs(a.contiguous().numpy(), off.contiguous().numpy())
+    (``a`` sorted and unique, ``off`` ascending): a linear merge of the shifted copies. The
+    inverse is int64, or int32 with ``small`` where the keys fit (half the memory traffic
+    for the compiled loop; torch's scatters want int64)."""
+    n, w = a.shape[0], off.shape[0]
+    inv = np.empty((n, w), dtype=np.int32 if small and n * w < 2**31 else np.int64)
+    keys = voxel_kernels.union_runs(a.contiguous().numpy(), off.contiguous().numpy(), inv)
     return torch.from_numpy(keys), torch.from_numpy(inv)
 
 
-def _union_torch(a: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
-    """Device-agnostic version of :func:`_union_cpu` (``torch.unique``; fast on GPUs)."""
+def _union_torch(a: Tensor, off: Tensor, small: bool = False) -> tuple[Tensor, Tensor]:
+    """Device-agnostic version of :func:`_union_cpu` (``torch.unique``; fast on GPUs; the
+    inverse is always int64)."""
     cand = a.unsqueeze(1) + off.unsqueeze(0)
     u, inv = torch.unique(cand.reshape(-1), sorted=True, return_inverse=True)
     return u, inv.view(a.shape[0], off.shape[0])
 
 
-def _dilate(centres: Tensor, k: int, strides: tuple[int, int, int]) -> tuple[Tensor, list[Tensor]]:
+def _dilate(centres: Tensor, k: int, strides: tuple[int, int, int], small: bool = False
+            ) -> tuple[Tensor, list[Tensor]]:
     """Union of the ``(2k+1)^3`` neighbourhoods of the sorted unique ``centres`` keys.
 
     Done one axis at a time (z, then y, then x: three merges of ``2k+1`` shifted copies,
     cheaper than one merge of ``(2k+1)^3``). Returns the sorted voxel keys and the inverse
-    maps ``[inv_z, inv_y, inv_x]`` (each ``[n_prev, 2k+1]``): the voxel of centre ``u`` at
+    maps ``[inv_z, inv_y, inv_x]`` (each ``[n_prev, 2k+1]``; see ``small`` in
+    :func:`_union_cpu`): the voxel of centre ``u`` at
     offset ``(i, j, l)`` (x, y, z) is ``inv_x[inv_y[inv_z[u, l], j], i]``.
     """
     union = _union_cpu if centres.device.type == "cpu" else _union_torch
     r = torch.arange(-k, k + 1, device=centres.device)
     keys, invs = centres, []
     for stride in reversed(strides):
-        keys, inv = union(keys, r * stride)
+        keys, inv = union(keys, r * stride, small)
         invs.append(inv)
     return keys, invs
 
@@ -217,7 +224,7 @@ def coalesce(
 
     # --- deposits in key order (nearly sequential scatters); union of the neighbourhoods
     order, uc, grp = _sort_keys(keys)
-    vkeys, (inv_z, inv_y, inv_x) = _dilate(uc, k, (dims[1] * dims[2], dims[2], 1))
+    vkeys, (inv_z, inv_y, inv_x) = _dilate(uc, k, (dims[1] * dims[2], dims[2], 1), compiled)
     m = vkeys.shape[0]
     q = torch.zeros(m, dtype=dtype, device=dev)
     best = torch.full((m,), -1, dtype=torch.int64, device=dev)
