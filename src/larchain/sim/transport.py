@@ -166,27 +166,32 @@ def pair_mu(e: np.ndarray) -> np.ndarray:
 
 
 def _sample_compton(keys: np.ndarray, n: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Scattered-photon energy fraction eps and 1 - cos(theta), Klein-Nishina."""
+    """Scattered-photon energy fraction eps and 1 - cos(theta), Klein-Nishina (Kahn's
+    rejection method). Each attempt draws only for the photons still rejected: the numbers are
+    hashed per photon and attempt, so the result does not depend on who else is sampled."""
     k = e / ME
     eps0 = 1.0 / (1.0 + 2.0 * k)
     a1 = -np.log(eps0)
     a2 = 0.5 * (1.0 - eps0**2)
     eps = np.ones_like(e)
     onecost = np.zeros_like(e)
-    todo = np.ones(len(e), dtype=bool)
+    todo = np.arange(len(e))
     for attempt in range(64):
-        if not todo.any():
+        if not len(todo):
             break
         s = _S_COMPTON + 4 * attempt
-        u1, u2, u3 = (rng.uniform(keys, n, s + i) for i in range(3))
-        first = u1 < a1 / (a1 + a2)
-        eps_try = np.where(first, np.exp(-a1 * u2), np.sqrt(eps0**2 + (1 - eps0**2) * u2))
-        oc = (1.0 - eps_try) / (k * eps_try)
+        kt = keys[todo]
+        nt = n[todo] if np.ndim(n) else n
+        u1, u2, u3 = (rng.uniform(kt, nt, s + i) for i in range(3))
+        e0, b1, b2 = eps0[todo], a1[todo], a2[todo]
+        first = u1 < b1 / (b1 + b2)
+        eps_try = np.where(first, np.exp(-b1 * u2), np.sqrt(e0**2 + (1 - e0**2) * u2))
+        oc = (1.0 - eps_try) / (k[todo] * eps_try)
         sint2 = oc * (2.0 - oc)
-        ok = todo & (1.0 - eps_try * sint2 / (1.0 + eps_try**2) >= u3)
-        eps = np.where(ok, eps_try, eps)
-        onecost = np.where(ok, oc, onecost)
-        todo &= ~ok
+        ok = 1.0 - eps_try * sint2 / (1.0 + eps_try**2) >= u3
+        eps[todo[ok]] = eps_try[ok]
+        onecost[todo[ok]] = oc[ok]
+        todo = todo[~ok]
     return eps, onecost
 
 
