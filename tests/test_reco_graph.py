@@ -19,6 +19,8 @@ from larchain.reco.graph import (
     AXIS,
     CENTROID,
     COVARIANCE,
+    DQDX,
+    DQDX_ENDS,
     EDGE_NAMES,
     EIGEN_FRACTIONS,
     END,
@@ -178,6 +180,27 @@ def test_cluster_features_line_and_blob():
     np.testing.assert_allclose(f[0, END], np.array([1, 2, 3]) + 10 * direction, atol=1e-6)
     # blob axis: dominant spread along x
     assert abs(f[1, AXIS][0]) > 0.9
+
+
+def test_cluster_features_charge_per_length_and_bragg_end():
+    """A 21-voxel line along z with 1e4 electrons per voxel and a 'Bragg peak' of 5e4 in its
+    last five voxels (z 16-20): mean charge per voxel of length, the peak end's and the other
+    end's, whichever way the axis points."""
+    z = np.arange(21.0)
+    charge = np.where(z >= 16, 5e4, 1e4)
+    for sign in (1.0, -1.0):
+        coords = np.stack([np.zeros(21), np.zeros(21), sign * z], 1)
+        f = cluster_features(torch.tensor(coords), torch.tensor(charge),
+                             torch.zeros(21, dtype=torch.int64)).double().numpy()[0]
+        assert f[DQDX] == pytest.approx(np.log1p(charge.sum() / 21 / 1e4), rel=1e-6)
+        # END_WINDOW = 4 voxels of length: the five voxel centres within it
+        high, low = f[DQDX_ENDS]
+        assert high == pytest.approx(np.log1p(5.0), rel=1e-6)
+        assert low == pytest.approx(np.log1p(1.0), rel=1e-6)
+    # a single voxel: its charge per voxel at both ends
+    f = cluster_features(torch.zeros(1, 3), torch.tensor([3e4]), torch.zeros(1, dtype=torch.int64))
+    np.testing.assert_allclose(f[0, DQDX_ENDS].numpy(), np.log1p([3.0, 3.0]), rtol=1e-6)
+    assert f[0, DQDX] == pytest.approx(np.log1p(3.0), rel=1e-6)
 
 
 def test_cluster_features_axis_sign_and_single_voxel():

@@ -196,3 +196,40 @@ def test_empty_and_single_voxel_events(trained, n):
     rec = chain.reconstruct(ev)
     assert len(rec["voxels"]["particle"]) == n
     assert len(rec["particles"]["id"]) == n and len(rec["interactions"]["id"]) == n
+
+
+def test_type_logits_keep_only_the_types_the_class_allows():
+    from larchain.sim import truth as T
+
+    logits = torch.tensor([[0.0, 1.0, 5.0, 2.0, 3.0]]).repeat(5, 1)
+    prob = torch.softmax(P.type_logits(logits, torch.arange(5)), 1)
+    assert prob[T.SHOWER].argmax() == 1 and prob[T.SHOWER, 2:].sum() == 0
+    assert prob[T.TRACK].argmax() == 2 and prob[T.TRACK, :2].sum() == 0
+    for cls in (T.MICHEL, T.DELTA):
+        assert prob[cls].tolist() == [0.0, 1.0, 0.0, 0.0, 0.0]
+    assert prob[T.LOW_ENERGY].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_pid_by_shape_trains_and_types_within_the_predicted_class():
+    """The short track of each interaction (a proton) is 'predicted' shower: its true type is
+    impossible for its class, so it is left out of the type loss (which stays finite), and in
+    use it is typed photon or electron while the long tracks (muons) come out muons."""
+    from larchain.sim.truth import SHOWER
+
+    def shower_protons(ev: P.EventInput) -> P.EventInput:
+        proton = torch.as_tensor(ev.truth["particle_type"] == 4)
+        ev.prob[proton] = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0])
+        return ev
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(2)
+    events = [shower_protons(_synthetic_event(rng, i)) for i in range(8)]
+    chain, history = P.train_chain(events, {**CFG, "pid_by_shape": True}, voxel_size=0.3)
+    assert all(np.isfinite(row["loss"]) for row in history)
+    for ev in [shower_protons(_synthetic_event(rng, 100 + i)) for i in range(3)]:
+        parts = chain.reconstruct(ev)["particles"]
+        shower = parts["semantic"] == SHOWER
+        assert shower.any() and (~shower).any()
+        assert np.isin(parts["type"][shower], (0, 1)).all()
+        big = ~shower & (parts["n_voxels"] >= 20)
+        assert big.any() and (parts["type"][big] == 2).all()  # muons

@@ -15,8 +15,9 @@ and particle-ID scores (artifacts ``results/particles``, ``results/particle_infe
 CODE_VERSION = "1"
 #: Bump when inference output changes (2: decoder features stored per voxel).
 INFER_CODE_VERSION = "2"
-#: Bump when the particle-level chain (fragments, particles, interactions) changes.
-PARTICLES_CODE_VERSION = "2"
+#: Bump when the particle-level chain (fragments, particles, interactions) changes (3: dQ/dx
+#: node features, particle types restricted by semantic class).
+PARTICLES_CODE_VERSION = "3"
 #: The model artifact reads the whole ``reco`` section ...
 CONFIG_KEYS = ("reco",)
 #: ... except where it trains and the options of the later rules.

@@ -36,7 +36,13 @@ column      name               meaning (units)
 18-20       ``start_*``        the voxel with the smallest projection on the axis (voxels;
                                lowest voxel index on ties)
 21-23       ``end_*``          the voxel with the largest projection on the axis (voxels)
-24-...      ``extra_k``        per-cluster mean of the K ``extra`` per-voxel columns
+24          ``log_dqdx``       ``log1p(total charge / (length + 1) / 1e4)``: mean charge
+                               per voxel of length (a proton's is ~2-3x a muon's)
+25          ``log_dqdx_ends``  ``log1p(charge per voxel of length within``
+                               ``END_WINDOW`` ``of each end / 1e4)``, the larger of the
+26                             two ends, then the smaller: a stopping particle's Bragg
+                               peak, which end it is at left out (no orientation)
+27-...      ``extra_k``        per-cluster mean of the K ``extra`` per-voxel columns
 ==========  =================  ==========================================================
 
 ``start`` and ``end`` are the two ends of the cluster along its axis; which is which follows
@@ -78,6 +84,9 @@ __all__ = [
     "CENTROID",
     "CHARGE",
     "COVARIANCE",
+    "DQDX",
+    "DQDX_ENDS",
+    "END_WINDOW",
     "EDGE_NAMES",
     "EIGEN_FRACTIONS",
     "END",
@@ -105,7 +114,11 @@ EIGEN_FRACTIONS = slice(14, 17)
 LENGTH = 17
 START = slice(18, 21)
 END = slice(21, 24)
-N_GEOMETRY = 24
+DQDX = 24
+DQDX_ENDS = slice(25, 27)
+N_GEOMETRY = 27
+#: Length along the axis (voxels) over which the charge at each end is summed.
+END_WINDOW = 4.0
 
 _GEOMETRY_NAMES = [
     "log_n_voxels", "log_charge",
@@ -116,6 +129,7 @@ _GEOMETRY_NAMES = [
     "length",
     "start_x", "start_y", "start_z",
     "end_x", "end_y", "end_z",
+    "log_dqdx", "log_dqdx_end_high", "log_dqdx_end_low",
 ]  # fmt: skip
 assert len(_GEOMETRY_NAMES) == N_GEOMETRY
 
@@ -334,6 +348,11 @@ def cluster_features(
     first = torch.full((n_clusters,), n, dtype=torch.int64)
     start = first.scatter_reduce(0, cl, torch.where(t == tmin[cl], idx, n), "amin")
     end = first.scatter_reduce(0, cl, torch.where(t == tmax[cl], idx, n), "amin")
+    qv = charge.detach().to("cpu", torch.float64)
+    zeros = torch.zeros(n_clusters, dtype=torch.float64)
+    q_lo = zeros.index_add(0, cl, torch.where(t <= tmin[cl] + END_WINDOW, qv, 0.0))
+    q_hi = zeros.index_add(0, cl, torch.where(t >= tmax[cl] - END_WINDOW, qv, 0.0))
+    window = torch.clamp(tmax - tmin, max=END_WINDOW) + 1.0
 
     cols = [
         torch.log1p(count)[:, None],
@@ -345,6 +364,9 @@ def cluster_features(
         (tmax - tmin)[:, None],
         c[start],
         c[end],
+        torch.log1p(q / (tmax - tmin + 1.0) / 1e4)[:, None],
+        torch.log1p(torch.maximum(q_lo, q_hi) / window / 1e4)[:, None],
+        torch.log1p(torch.minimum(q_lo, q_hi) / window / 1e4)[:, None],
     ]
     if extra is not None:
         if extra.shape[0] != n:

@@ -15,14 +15,18 @@ mistakes it will see at inference (the GrapPA pattern, in plain PyTorch):
    sample), so tracks that share a vertex would otherwise stay one fragment.
 2. **Fragment -> particle** (:class:`~larchain.reco.gnn.GraphNet`): complete graph of the
    event's fragments; node features :func:`~larchain.reco.graph.cluster_features` (size,
-   charge, centroid, covariance, principal axis, start/end points, mean class probabilities),
+   charge, centroid, covariance, principal axis, start/end points, charge per length overall
+   and at the two ends, mean class probabilities),
    edge features :func:`~larchain.reco.graph.edge_features` (closest points, angles). An edge
    is "same true particle"; particles are formed by average-linkage agglomeration on the
    edge scores (groups merge while their mean pair score exceeds ``edge_threshold``).
 3. **Particle -> interaction** (GraphNet): complete graph of the particles with the same
    features; an edge is "same true interaction" (grouped the same way); node heads give the
-   particle type (photon,
-   electron, muon, pion, proton) and the primary flag.
+   particle type (photon, electron, muon, pion, proton) and the primary flag. With
+   ``pid_by_shape`` the type is chosen among those the particle's predicted semantic class
+   allows (:data:`ALLOWED_TYPES`: a shower is a photon or an electron, a track a muon, pion or
+   proton, a Michel or delta an electron), in training as in use: left free, the head spent
+   its few training examples relearning the class and typed half the delta rays as muons.
 
 Step 2 aggregates only shower and track fragments, and only fragments of the same class;
 Michel and delta fragments are particles as they are. Fragments predicted low-energy
@@ -72,6 +76,13 @@ VOXEL_EDGE_FEATURES = 4
 AGGREGATED = (T.SHOWER, T.TRACK)
 #: Classes whose particles the interaction GNN groups and identifies.
 GROUPED = (T.SHOWER, T.TRACK, T.MICHEL, T.DELTA)
+#: Particle types a cluster of each semantic class can be ``[class, type]`` (``pid_by_shape``):
+#: showers are photons or electrons, tracks muons, pions or protons, Michel and delta
+#: electrons are electrons, low-energy blobs photons' Compton electrons (typed photon).
+ALLOWED_TYPES = torch.zeros(5, N_TYPES, dtype=torch.bool)
+for _cls, _types in ((T.SHOWER, (0, 1)), (T.TRACK, (2, 3, 4)), (T.MICHEL, (1,)),
+                     (T.DELTA, (1,)), (T.LOW_ENERGY, (0,))):
+    ALLOWED_TYPES[_cls, list(_types)] = True
 
 
 # ------------------------------------------------------------------------------------------
@@ -153,6 +164,7 @@ class Graph:
     e: torch.Tensor
     edge_target: torch.Tensor | None = None
     node_targets: list[torch.Tensor] = field(default_factory=list)
+    node_class: torch.Tensor | None = None  # predicted semantic class per node (interactions)
 
 
 def voxel_graph(ev: EventInput, radius: float) -> Graph:
@@ -184,6 +196,7 @@ def cluster_graph(ev: EventInput, cluster: np.ndarray, level: str) -> Graph:
         owner = torch.as_tensor(majority(cluster, ev.truth[level], n))
         g.edge_target = (owner[edges[0]] == owner[edges[1]]).float()
         if level == "interaction":
+            g.node_class = torch.as_tensor(majority(cluster, ev.semantic.numpy(), n)).long()
             g.node_targets = [
                 torch.as_tensor(majority(cluster, ev.truth["particle_type"], n)).long(),
                 torch.as_tensor(majority(cluster, ev.truth["primary"], n)).long()]
@@ -202,8 +215,16 @@ def collate(graphs: Sequence[Graph]) -> Graph:
         for k, t in enumerate(g.node_targets):
             nts[k].append(t)
         off += len(g.x)
+    classes = [g.node_class for g in graphs]
     return Graph(torch.cat(xs), torch.cat(es, 1), torch.cat(fs),
-                 torch.cat(ts) if ts else None, [torch.cat(t) for t in nts])
+                 torch.cat(ts) if ts else None, [torch.cat(t) for t in nts],
+                 torch.cat(classes) if all(c is not None for c in classes) else None)
+
+
+def type_logits(logits: torch.Tensor, node_class: torch.Tensor) -> torch.Tensor:
+    """Particle-type logits with the types the cluster's semantic class rules out set to
+    -inf (:data:`ALLOWED_TYPES`)."""
+    return logits.masked_fill(~ALLOWED_TYPES[node_class], float("-inf"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -283,7 +304,10 @@ class Chain:
         primary = np.zeros(n_part, np.int64)
         primary_score = np.zeros(n_part, np.float32)
         if heads:
-            pt = torch.softmax(heads[0], 1)
+            logits = heads[0]
+            if self.cfg.get("pid_by_shape", False):  # absent in chains saved before it existed
+                logits = type_logits(logits, torch.as_tensor(part_class[active_p]).long())
+            pt = torch.softmax(logits, 1)
             pp = torch.softmax(heads[1], 1)[:, 1]
             ptype[active_p] = pt.argmax(1).numpy()
             type_score[active_p] = pt.max(1).values.numpy()
@@ -403,8 +427,13 @@ def _vertex(start: np.ndarray, end: np.ndarray, primary: np.ndarray) -> np.ndarr
 
 
 def _fit(model: torch.nn.Module, graphs: list[Graph], epochs: int, lr: float, batch: int,
-         rng: np.random.Generator, desc: str) -> list[dict[str, float]]:
-    """Adam on the edge (and node) losses; returns per-epoch loss and edge accuracy."""
+         rng: np.random.Generator, desc: str, by_shape: bool = False
+         ) -> list[dict[str, float]]:
+    """Adam on the edge (and node) losses; returns per-epoch loss and edge accuracy.
+
+    ``by_shape``: the type head is trained on the types its node's predicted semantic class
+    allows (:func:`type_logits`), as it is used; nodes whose true type that class rules out
+    (a mis-segmented cluster) cannot be typed right and are left out of the type loss."""
     graphs = [g for g in graphs if len(g.x)]
     if not graphs:
         return []
@@ -425,7 +454,12 @@ def _fit(model: torch.nn.Module, graphs: list[Graph], epochs: int, lr: float, ba
                 loss = loss + F.binary_cross_entropy_with_logits(logit, g.edge_target)
                 correct += int(((logit > 0).float() == g.edge_target).sum())
                 total += len(logit)
-            for h, t in zip(heads, g.node_targets, strict=True):
+            for k, (h, t) in enumerate(zip(heads, g.node_targets, strict=True)):
+                if k == 0 and by_shape:
+                    ok = ALLOWED_TYPES[g.node_class, t]
+                    if not ok.any():
+                        continue
+                    h, t = type_logits(h[ok], g.node_class[ok]), t[ok]
                 loss = loss + F.cross_entropy(h, t)
             if loss.requires_grad:
                 opt.zero_grad()
@@ -494,7 +528,7 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
         if sel is not None:
             part_graphs.append(cluster_graph(_subset(ev, sel), local, "interaction"))
     history += _fit(chain.particle_gnn, part_graphs, int(epochs["interactions"]), lr, batch,
-                    rng, "interactions")
+                    rng, "interactions", by_shape=bool(cfg.get("pid_by_shape", False)))
     return chain, history
 
 
@@ -543,6 +577,11 @@ def load_chain(directory: str | Path) -> Chain:
     directory = Path(directory)
     meta = json.loads((directory / "chain.json").read_text())
     cfg, sh = meta["cfg"], meta["shapes"]
+    if sh["node_features"] != G.N_GEOMETRY + 5:
+        raise ValueError(
+            f"{directory / 'chain.json'}: the chain reads {sh['node_features']} node features, "
+            f"this larchain computes {G.N_GEOMETRY + 5}; it was trained by an older version: "
+            "re-run the particle_train rule")
     hidden, layers = int(cfg["hidden"]), int(cfg["layers"])
     chain = Chain(
         scorer=EdgeScorer(sh["voxel_features"], VOXEL_EDGE_FEATURES, hidden=hidden, layers=2),
