@@ -352,7 +352,8 @@ def cluster_features(
     zeros = torch.zeros(n_clusters, dtype=torch.float64)
     q_lo = zeros.index_add(0, cl, torch.where(t <= tmin[cl] + END_WINDOW, qv, 0.0))
     q_hi = zeros.index_add(0, cl, torch.where(t >= tmax[cl] - END_WINDOW, qv, 0.0))
-    window = torch.clamp(tmax - tmin, max=END_WINDOW) + 1.0
+    length = tmax - tmin
+    window = torch.clamp(length, max=END_WINDOW) + 1.0
 
     cols = [
         torch.log1p(count)[:, None],
@@ -361,10 +362,10 @@ def cluster_features(
         cov[:, [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]],
         axis,
         frac,
-        (tmax - tmin)[:, None],
+        length[:, None],
         c[start],
         c[end],
-        torch.log1p(q / (tmax - tmin + 1.0) / 1e4)[:, None],
+        torch.log1p(q / (length + 1.0) / 1e4)[:, None],
         torch.log1p(torch.maximum(q_lo, q_hi) / window / 1e4)[:, None],
         torch.log1p(torch.minimum(q_lo, q_hi) / window / 1e4)[:, None],
     ]

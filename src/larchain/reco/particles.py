@@ -187,8 +187,8 @@ def cluster_graph(ev: EventInput, cluster: np.ndarray, level: str) -> Graph:
     n = int(cluster.max()) + 1 if len(cluster) else 0
     x = G.cluster_features(ev.coords, ev.charge, c, ev.prob)
     edges = G.complete_graph(torch.zeros(n, dtype=torch.int64))
+    cls = torch.as_tensor(majority(cluster, ev.semantic.numpy(), n)).long()
     if level == "particle":  # fragments of one particle share its class
-        cls = torch.as_tensor(majority(cluster, ev.semantic.numpy(), n))
         edges = edges[:, cls[edges[0]] == cls[edges[1]]]
     e = G.edge_features(ev.coords, c, x, edges)
     g = Graph(x, edges, e)
@@ -196,7 +196,7 @@ def cluster_graph(ev: EventInput, cluster: np.ndarray, level: str) -> Graph:
         owner = torch.as_tensor(majority(cluster, ev.truth[level], n))
         g.edge_target = (owner[edges[0]] == owner[edges[1]]).float()
         if level == "interaction":
-            g.node_class = torch.as_tensor(majority(cluster, ev.semantic.numpy(), n)).long()
+            g.node_class = cls
             g.node_targets = [
                 torch.as_tensor(majority(cluster, ev.truth["particle_type"], n)).long(),
                 torch.as_tensor(majority(cluster, ev.truth["primary"], n)).long()]

@@ -50,30 +50,30 @@ def uniform(key: np.uint64, counter: int, stream: int) -> float:
 
 
 @_jit
+def _exp_interp(x, xs, ys, i):  # noqa: ANN001, ANN202
+    """exp of the linear interpolation of ``ys(xs)`` at ``x`` in the interval ending at
+    ``xs[i]`` (``i`` clamped to the table): the log-log CSDA tables, either way round."""
+    i = min(max(i, 1), xs.shape[0] - 1)
+    x0, x1 = xs[i - 1], xs[i]
+    y0, y1 = ys[i - 1], ys[i]
+    return math.exp(y0 + (x - x0) * ((y1 - y0) / (x1 - x0)))
+
+
+@_jit
 def _range_cm(lt, lr, s, t):  # noqa: ANN001, ANN202
     if t <= 0.0:
         return 0.0
-    n = lt.shape[0]
     x = math.log(t)
-    i = int((x - lt[0]) * ((n - 1) / (lt[n - 1] - lt[0]))) + 1
-    i = min(max(i, 1), n - 1)
-    x0, x1 = lt[i - 1], lt[i]
-    y0, y1 = lr[s, i - 1], lr[s, i]
-    return math.exp(y0 + (x - x0) * ((y1 - y0) / (x1 - x0)))
+    n = lt.shape[0]
+    return _exp_interp(x, lt, lr[s], int((x - lt[0]) * ((n - 1) / (lt[n - 1] - lt[0]))) + 1)
 
 
 @_jit
 def _kinetic_at_range(lt, lr, s, r):  # noqa: ANN001, ANN202
     if r <= 0.0:
         return 0.0
-    n = lt.shape[0]
     x = math.log(r)
-    row = lr[s]
-    i = np.searchsorted(row, x)
-    i = min(max(i, 1), n - 1)
-    x0, x1 = row[i - 1], row[i]
-    y0, y1 = lt[i - 1], lt[i]
-    return math.exp(y0 + (x - x0) * ((y1 - y0) / (x1 - x0)))
+    return _exp_interp(x, lr[s], lt, np.searchsorted(lr[s], x))
 
 
 @_jit

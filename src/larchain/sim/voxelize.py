@@ -244,8 +244,8 @@ def coalesce(
             w = axis_weights(pos_c, sigma_c, cell_c, k, pitch)  # [c, 3 (x, y, z), width]
             voxel_kernels.scatter_contributions(
                 w.detach().numpy(), charge_c.detach().numpy(), grp_c.numpy(), idx_c.numpy(),
-                inv_z.numpy(),
-                inv_y.numpy(), inv_x.numpy(), q.numpy(), best.numpy(), with_dominant,
+                inv_z.numpy(), inv_y.numpy(), inv_x.numpy(), q.numpy(), best.numpy(),
+                with_dominant,
             )
         dominant = best & 0xFFFFFFFF if with_dominant else best
         return Coalesced(vkeys, q, dominant, lo, dims)
