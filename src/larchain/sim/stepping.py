@@ -155,6 +155,7 @@ def step_charged(
             t_after = min(_kinetic_at_range(lt, lr, s, max(r - ds, 0.0)), ke)
             local = ke - t_after
             new_ke = t_after
+            kind, e_sec, u = -1, 0.0, 0.0
             if s == _MUON:
                 e_tot = ke + m_mu
                 gamma = e_tot / m_mu
@@ -179,14 +180,8 @@ def step_charged(
                     p_max = math.sqrt(tmax * (tmax + 2 * me))
                     cos_t = min(max(td / p_d * p_max / tmax, -1.0), 1.0)
                     phi = 2 * math.pi * uniform(key, n, _S_SEC + 3)
-                    u = uniform(key, n, _S_SEC + 4)
                     _rotate(d, cos_t, phi, nd)
-                    for a in range(3):
-                        sec_pos[n_sec, a] = p[a] + u * ds * d[a]
-                        sec_dir[n_sec, a] = nd[a]
-                    sec_part[n_sec], sec_kind[n_sec], sec_step[n_sec] = i, DELTA, n
-                    sec_energy[n_sec] = td
-                    n_sec += 1
+                    kind, e_sec, u = DELTA, td, uniform(key, n, _S_SEC + 4)
             elif s == _ELECTRON or s == _POSITRON:
                 e_tot = ke + me
                 ymin = min(kmin / e_tot, 1.0)
@@ -202,13 +197,16 @@ def step_charged(
                 kph = min(y * e_tot, new_ke) if emit else 0.0
                 new_ke -= kph
                 if emit and kph > 0:
-                    u = uniform(key, n, _S_SEC + 8)
                     for a in range(3):
-                        sec_pos[n_sec, a] = p[a] + u * ds * d[a]
-                        sec_dir[n_sec, a] = d[a]
-                    sec_part[n_sec], sec_kind[n_sec], sec_step[n_sec] = i, BREMS, n
-                    sec_energy[n_sec] = kph
-                    n_sec += 1
+                        nd[a] = d[a]
+                    kind, e_sec, u = BREMS, kph, uniform(key, n, _S_SEC + 8)
+            if kind >= 0:  # the step's secondary, emitted at a uniform point of the step
+                for a in range(3):
+                    sec_pos[n_sec, a] = p[a] + u * ds * d[a]
+                    sec_dir[n_sec, a] = nd[a]
+                sec_part[n_sec], sec_kind[n_sec], sec_step[n_sec] = i, kind, n
+                sec_energy[n_sec] = e_sec
+                n_sec += 1
             stop = new_ke < e_cut and not leaving
             if stop:
                 local += new_ke
