@@ -107,7 +107,14 @@ def trained():
     torch.set_num_threads(1)
     rng = np.random.default_rng(1)
     events = [_synthetic_event(rng, i) for i in range(12)]
-    chain, history = P.train_chain(events, CFG, voxel_size=0.3)
+    # an event with nothing in the volume (a cosmic missing it) is left out, not a crash
+    empty = P.EventInput(99, torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, 5),
+                         torch.zeros(0, 4), truth={k: np.zeros(0, np.int64) for k in (
+                             "semantic", "fragment", "particle", "interaction",
+                             "particle_type", "primary")},
+                         particles={"id": np.zeros(0, np.int64),
+                                    "deposited_energy": np.zeros(0)})
+    chain, history = P.train_chain(events[:6] + [empty] + events[6:], CFG, voxel_size=0.3)
     return chain, history, [_synthetic_event(rng, 100 + i) for i in range(4)]
 
 
@@ -196,6 +203,9 @@ def test_empty_and_single_voxel_events(trained, n):
     rec = chain.reconstruct(ev)
     assert len(rec["voxels"]["particle"]) == n
     assert len(rec["particles"]["id"]) == n and len(rec["interactions"]["id"]) == n
+    if n == 0:
+        with pytest.raises(ValueError, match="no training event has any voxel"):
+            P.train_chain([ev], CFG, voxel_size=0.3)
 
 
 def test_type_logits_keep_only_the_types_the_class_allows():

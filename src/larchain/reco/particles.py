@@ -492,7 +492,13 @@ def _energy_constant(events: Sequence[EventInput]) -> float:
 
 def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size: float
                 ) -> tuple[Chain, list[dict[str, float]]]:
-    """Train the three steps in order on ``events`` (with truth). Seeded by ``cfg['seed']``."""
+    """Train the three steps in order on ``events`` (with truth). Seeded by ``cfg['seed']``.
+    Events without voxels (nothing deposited in the active volume) teach nothing and are
+    left out."""
+    events = [ev for ev in events if len(ev.coords)]
+    if not events:
+        raise ValueError("no training event has any voxel: nothing to train the particle "
+                         "chain on")
     cfg = copy.deepcopy(dict(cfg))
     torch.manual_seed(int(cfg["seed"]))
     rng = np.random.default_rng(int(cfg["seed"]))
