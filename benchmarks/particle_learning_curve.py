@@ -1,0 +1,147 @@
+"""Particle-level reconstruction versus training-set size: is the chain data-limited?
+
+Simulates ``--events`` fresh events of the default physics (a different seed from the default
+sample, so none was seen by the default UResNet), runs the default run's UResNet over them
+(decoder features and classes, as ``reco_infer``), then trains the particle chain (edge
+scorer + two GNNs, the default ``particles`` settings) on the first n events for each n of
+``--train`` and scores the same last ``--holdout`` events with ``particle_eval``'s code.
+With ``--classes true`` the UResNet's class probabilities are replaced by the true classes
+(one-hot, as ``particle_reco.py --oracle``), which separates stages 2-3 from stage 1's errors.
+The DBSCAN baseline is scored on the same held-out events for reference (it is not trained).
+
+Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``results/reco``).
+
+    python benchmarks/particle_learning_curve.py --events 1600 --holdout 256 \
+        --train 96 384 1344 --classes uresnet true --json curve.json
+    python benchmarks/particle_learning_curve.py --events 24 --holdout 8 --train 8 16  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1600, help="events simulated")
+    ap.add_argument("--holdout", type=int, default=256, help="last events, scored")
+    ap.add_argument("--train", type=int, nargs="+", default=[96, 384, 1344],
+                    help="training-set sizes (the first n events)")
+    ap.add_argument("--classes", nargs="+", default=["uresnet", "true"],
+                    choices=["uresnet", "true"])
+    ap.add_argument("--workers", type=int, default=2, help="Dask workers (simulation, stage 1)")
+    ap.add_argument("--seed-offset", type=int, default=1000,
+                    help="added to the default simulation seed (fresh events)")
+    ap.add_argument("--results", default=str(REPO / "results"))
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if max(args.train) + args.holdout > args.events:
+        raise SystemExit(f"--train up to {max(args.train)} plus --holdout {args.holdout} needs "
+                         f"--events >= {max(args.train) + args.holdout}")
+
+    from larchain.core.config import validate_schema
+    from larchain.reco import baseline as B
+    from larchain.reco import metrics as M
+    from larchain.reco.infer import run_inference
+    from larchain.reco.particle_stage import load_inputs, voxel_size
+    from larchain.reco.particles import train_chain
+    from larchain.sim.build import build_sample
+    from larchain.sim.truth import LOW_ENERGY
+
+    models = sorted(Path(args.results, "reco").glob("*/manifest.json"),
+                    key=lambda p: p.stat().st_mtime)
+    if not models:
+        raise SystemExit(f"no reco artifact under {args.results}: run snakemake first")
+    reco_dir = models[-1].parent
+    cfg = validate_schema(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    cfg["simulation"].update(events=args.events, events_per_shard=64,
+                             seed=int(cfg["simulation"]["seed"]) + args.seed_offset)
+    pcfg = dict(cfg["particles"])
+    n_det = len(cfg["detector"].get("photodetectors") or []) or 16
+    res: dict = {"argv": vars(args), "torch": torch.__version__, "reco_model": reco_dir.name,
+                 "particles_cfg": pcfg, "runs": []}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sim, pred = Path(tmp, "sim"), Path(tmp, "pred")
+        t0 = time.perf_counter()
+        build_sample(cfg, "simulation", sim, visibility_dir=None, n_detectors=n_det,
+                     threads=args.workers, dask_cfg={})
+        run_inference(reco_dir, sim, pred, {**cfg["reco"]["infer"], "events_per_shard": 64},
+                      threads=args.workers, dask_cfg={})
+        print(f"simulated and segmented {args.events} events in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        events = load_inputs(sim, pred, range(args.events), desc="load")
+        vs = voxel_size(sim)
+    torch.set_num_threads(2)
+    hold_ids = range(args.events - args.holdout, args.events)
+    res["voxels_per_event"] = float(np.mean([len(e.coords) for e in events]))
+
+    for classes in args.classes:
+        evs = events
+        if classes == "true":
+            evs = [copy.copy(e) for e in events]
+            for e in evs:
+                e.prob = torch.nn.functional.one_hot(
+                    torch.as_tensor(e.truth["semantic"].astype(np.int64)), 5).float()
+        hold = [evs[i] for i in hold_ids]
+        masks = [e.truth["semantic"] != LOW_ENERGY for e in hold]
+        base = M.summarise_scores([
+            M.event_scores(e.truth, B.baseline_chain(
+                e.coords.numpy().astype(np.float64), e.charge.numpy(), e.semantic.numpy(),
+                **B.DEFAULTS), m) for e, m in zip(hold, masks, strict=True)])
+        res["runs"].append(_row(classes, "baseline", 0, base, 0.0))
+        _print(res["runs"][-1])
+        for n in args.train:
+            t0 = time.perf_counter()
+            chain, _ = train_chain(evs[:n], pcfg, vs)
+            seconds = time.perf_counter() - t0
+            scores = []
+            for e, m in zip(hold, masks, strict=True):
+                rec = chain.reconstruct(e)
+                scores.append(M.event_scores(e.truth, {
+                    **rec["voxels"], "particle_ids": rec["particles"]["id"],
+                    "type": rec["particles"]["type"], "primary": rec["particles"]["primary"]},
+                    m))
+            res["runs"].append(_row(classes, "learned", n, M.summarise_scores(scores), seconds))
+            _print(res["runs"][-1])
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=float))
+    return 0
+
+
+def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float) -> dict:
+    from larchain.reco import metrics as M
+
+    return {"classes": classes, "chain": chain, "train_events": n_train,
+            "train_seconds": seconds,
+            **{f"{lv}_ari": s[lv]["ari"]["mean"] for lv in M.LEVELS},
+            "pid": s["pid"]["accuracy"], "pid_particles": s["pid"]["n_particles"],
+            "pid_per_class": {k: v["accuracy"] for k, v in s["pid"]["per_class"].items()},
+            "primary": s.get("primary", {}).get("accuracy")}
+
+
+def _print(r: dict) -> None:
+    from larchain.reco import metrics as M
+
+    who = f"{r['chain']} ({r['train_events']} events)" if r["chain"] == "learned" else "baseline"
+    primary = "" if r["primary"] is None else f", primary {r['primary']:.3f}"
+    print(f"{r['classes']:7s} classes, {who:24s} ARI " + ", ".join(
+        f"{lv} {r[lv + '_ari']:.3f}" for lv in M.LEVELS)
+        + f"; PID {r['pid']:.3f} ({r['pid_particles']} particles){primary}"
+        + (f"; trained in {r['train_seconds']:.0f} s" if r["train_seconds"] else ""),
+        flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
