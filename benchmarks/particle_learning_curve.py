@@ -8,11 +8,14 @@ scorer + two GNNs, the default ``particles`` settings) on the first n events for
 With ``--classes true`` the UResNet's class probabilities are replaced by the true classes
 (one-hot, as ``particle_reco.py --oracle``), which separates stages 2-3 from stage 1's errors.
 The DBSCAN baseline is scored on the same held-out events for reference (it is not trained).
+``--seeds`` repeats each training with other seeds (their spread is the training noise);
+``--linearity`` compares track-breaking thresholds (``particles.break_tracks.linearity``).
 
 Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``results/reco``).
 
     python benchmarks/particle_learning_curve.py --events 1600 --holdout 256 \
-        --train 96 384 1344 --classes uresnet true --json curve.json
+        --train 96 384 1344 --classes uresnet true --seeds 0 1 --json curve.json
+    python benchmarks/particle_learning_curve.py --train 384 --linearity 0.85 0.9  # compare
     python benchmarks/particle_learning_curve.py --events 24 --holdout 8 --train 8 16  # smoke
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import tempfile
 import time
@@ -40,6 +44,11 @@ def main() -> int:
                     help="training-set sizes (the first n events)")
     ap.add_argument("--classes", nargs="+", default=["uresnet", "true"],
                     choices=["uresnet", "true"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="offsets added to particles.seed: one training per offset and size")
+    ap.add_argument("--linearity", type=float, nargs="+", default=None,
+                    help="particles.break_tracks.linearity values to compare (default: the "
+                         "config's)")
     ap.add_argument("--workers", type=int, default=2, help="Dask workers (simulation, stage 1)")
     ap.add_argument("--seed-offset", type=int, default=1000,
                     help="added to the default simulation seed (fresh events)")
@@ -102,28 +111,34 @@ def main() -> int:
                 **B.DEFAULTS), m) for e, m in zip(hold, masks, strict=True)])
         res["runs"].append(_row(classes, "baseline", 0, base, 0.0))
         _print(res["runs"][-1])
-        for n in args.train:
+        linearities = args.linearity or [pcfg["break_tracks"]["linearity"]]
+        for n, lin, off in itertools.product(args.train, linearities, args.seeds):
+            cfg = {**pcfg, "seed": int(pcfg["seed"]) + off,
+                   "break_tracks": {**pcfg["break_tracks"], "linearity": lin}}
             t0 = time.perf_counter()
-            chain, _ = train_chain(evs[:n], pcfg, vs)
+            chain, _ = train_chain(evs[:n], cfg, vs)
             seconds = time.perf_counter() - t0
             scores = []
             for e, m in zip(hold, masks, strict=True):
                 rec = chain.reconstruct(e)
                 scores.append(M.event_scores(e.truth, {
                     **rec["voxels"], "particle_ids": rec["particles"]["id"],
-                    "type": rec["particles"]["type"], "primary": rec["particles"]["primary"]},
-                    m))
-            res["runs"].append(_row(classes, "learned", n, M.summarise_scores(scores), seconds))
+                    "type": rec["particles"]["type"],
+                    "primary": rec["particles"]["primary"]}, m))
+            res["runs"].append(_row(classes, "learned", n, M.summarise_scores(scores),
+                                    seconds, off, lin))
             _print(res["runs"][-1])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
     return 0
 
 
-def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float) -> dict:
+def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,
+         seed_offset: int = 0, linearity: float | None = None) -> dict:
     from larchain.reco import metrics as M
 
     return {"classes": classes, "chain": chain, "train_events": n_train,
+            "seed_offset": seed_offset, "break_linearity": linearity,
             "train_seconds": seconds,
             **{f"{lv}_ari": s[lv]["ari"]["mean"] for lv in M.LEVELS},
             "pid": s["pid"]["accuracy"], "pid_particles": s["pid"]["n_particles"],
@@ -134,9 +149,10 @@ def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float) -> dic
 def _print(r: dict) -> None:
     from larchain.reco import metrics as M
 
-    who = f"{r['chain']} ({r['train_events']} events)" if r["chain"] == "learned" else "baseline"
+    who = (f"{r['chain']} ({r['train_events']} events, seed+{r['seed_offset']}, "
+           f"break {r['break_linearity']})" if r["chain"] == "learned" else "baseline")
     primary = "" if r["primary"] is None else f", primary {r['primary']:.3f}"
-    print(f"{r['classes']:7s} classes, {who:24s} ARI " + ", ".join(
+    print(f"{r['classes']:7s} classes, {who:44s} ARI " + ", ".join(
         f"{lv} {r[lv + '_ari']:.3f}" for lv in M.LEVELS)
         + f"; PID {r['pid']:.3f} ({r['pid_particles']} particles){primary}"
         + (f"; trained in {r['train_seconds']:.0f} s" if r["train_seconds"] else ""),
