@@ -113,10 +113,10 @@ def main() -> int:
         _print(res["runs"][-1])
         linearities = args.linearity or [pcfg["break_tracks"]["linearity"]]
         for n, lin, off in itertools.product(args.train, linearities, args.seeds):
-            cfg = {**pcfg, "seed": int(pcfg["seed"]) + off,
-                   "break_tracks": {**pcfg["break_tracks"], "linearity": lin}}
+            chain_cfg = {**pcfg, "seed": int(pcfg["seed"]) + off,
+                         "break_tracks": {**pcfg["break_tracks"], "linearity": lin}}
             t0 = time.perf_counter()
-            chain, _ = train_chain(evs[:n], cfg, vs)
+            chain, _ = train_chain(evs[:n], chain_cfg, vs)
             seconds = time.perf_counter() - t0
             scores = []
             for e, m in zip(hold, masks, strict=True):

@@ -107,7 +107,7 @@ def trained():
     torch.set_num_threads(1)
     rng = np.random.default_rng(1)
     events = [_synthetic_event(rng, i) for i in range(12)]
-    # an event with nothing in the volume (a cosmic missing it) is left out, not a crash
+    # an event with nothing deposited in the volume is left out of training, not a crash
     empty = P.EventInput(99, torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, 5),
                          torch.zeros(0, 4), truth={k: np.zeros(0, np.int64) for k in (
                              "semantic", "fragment", "particle", "interaction",
