@@ -36,7 +36,10 @@ def setup_from_config(config: Mapping[str, Any], n_detectors: int, section: str 
                                             nominal_tpc=config["tpc"])
     return SimulationSetup(
         size=tuple(float(s) for s in det.size),
-        transport=TransportSettings(size=tuple(float(s) for s in det.size), **sim["transport"]),
+        # control samples are selected stopping tracks: no hadronic interactions there
+        transport=TransportSettings(
+            size=tuple(float(s) for s in det.size), **sim["transport"],
+            hadron_interactions=section == "simulation" and bool(sim["hadron_interactions"])),
         response=settings,
         params={k: v.detach() for k, v in params.items()},
         seed=int(config[section]["seed"]),

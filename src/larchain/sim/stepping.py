@@ -24,10 +24,13 @@ _M2 = _U64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11, _S16 = _U64(30), _U64(27), _U64(31), _U64(11), _U64(16)
 _TWO53 = float(2**53)
 
-#: Secondary kinds written by the kernel.
-DELTA, BREMS = 0, 1
-#: Random-number streams: secondaries 10-18, scattering 2000-2001 (rng.normal_pair stream 0).
+#: Secondary kinds written by the kernel (HADRONIC: the particle itself ends in an inelastic
+#: interaction with a nucleus; the secondary row carries its kinetic energy there).
+DELTA, BREMS, HADRONIC = 0, 1, 2
+#: Random-number streams: secondaries 10-18, inelastic interactions 19, scattering 2000-2001
+#: (rng.normal_pair stream 0).
 _S_SEC = 10
+_S_HADRON = 19
 _S_MCS_A, _S_MCS_B = 2000, 2001
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -77,6 +80,24 @@ def _kinetic_at_range(lt, lr, s, r):  # noqa: ANN001, ANN202
 
 
 @_jit
+def _hadron_mu(h_lt, h_mu, s, t):  # noqa: ANN001, ANN202
+    """Inverse inelastic mean free path [1/cm] of species ``s`` at kinetic energy ``t``: linear
+    in log T between the table's energies, zero below the first, flat above the last."""
+    n = h_lt.shape[0]
+    if h_mu[s, n - 1] <= 0.0 or t <= 0.0:
+        return 0.0
+    x = math.log(t)
+    if x < h_lt[0]:
+        return 0.0
+    if x >= h_lt[n - 1]:
+        return h_mu[s, n - 1]
+    i = np.searchsorted(h_lt, x)
+    i = min(max(i, 1), n - 1)
+    w = (x - h_lt[i - 1]) / (h_lt[i] - h_lt[i - 1])
+    return h_mu[s, i - 1] + w * (h_mu[s, i] - h_mu[s, i - 1])
+
+
+@_jit
 def _exit_distance(p, d, size):  # noqa: ANN001, ANN202
     best = np.inf
     for a in range(3):
@@ -109,14 +130,17 @@ def _rotate(d, cos_t, phi, out):  # noqa: ANN001, ANN202
 
 @_jit
 def step_charged(
-    species, pos, direction, energy, keys, lt, lr, mass, size, consts,
+    species, pos, direction, energy, keys, lt, lr, mass, size, consts, h_lt, h_mu,
     dep_pos, dep_de, dep_dx, dep_part, sec_part, sec_kind, sec_step, sec_pos, sec_dir,
     sec_energy, end_pos, escaped, stopped, first,
 ):  # noqa: ANN001, ANN201
     """Transport particles ``first..`` until each stops or leaves, or an output buffer fills.
 
     ``consts`` = (step, delta_threshold, brems_threshold, electron_cut, max_steps, X0,
-    delta-ray prefactor K Z/A rho / 2, m_e, m_mu). Returns ``(next particle, deposits written,
+    delta-ray prefactor K Z/A rho / 2, m_e, m_mu); ``h_mu[species]`` the inverse inelastic
+    mean free paths on the log-energy grid ``h_lt`` (all zero: no hadronic interactions; see
+    :mod:`larchain.sim.hadronic`). A particle that interacts ends at the end of that step with
+    a HADRONIC secondary holding its kinetic energy. Returns ``(next particle, deposits written,
     secondaries written)``: a particle that would overflow a buffer is rolled back, so the
     caller empties the buffers (growing them if no particle fitted) and calls again from
     ``next``; ``next = -1`` means a particle exceeded ``max_steps``. Deposits and secondaries
@@ -141,6 +165,7 @@ def step_charged(
             d[a] = direction[i, a]
         leaving = False
         stop = False
+        absorbed = False
         n = 0
         while True:
             if n >= max_steps:
@@ -200,6 +225,14 @@ def step_charged(
                     for a in range(3):
                         nd[a] = d[a]
                     kind, e_sec, u = BREMS, kph, uniform(key, n, _S_SEC + 8)
+            mu_h = _hadron_mu(h_lt, h_mu, s, ke)
+            if (kind < 0 and mu_h > 0.0 and not leaving
+                    and uniform(key, n, _S_HADRON) < -math.expm1(-mu_h * ds)):
+                for a in range(3):
+                    nd[a] = d[a]
+                kind, e_sec, u = HADRONIC, new_ke, 1.0  # at the end of the step
+                new_ke = 0.0
+                absorbed = True
             if kind >= 0:  # the step's secondary, emitted at a uniform point of the step
                 for a in range(3):
                     sec_pos[n_sec, a] = p[a] + u * ds * d[a]
@@ -243,5 +276,5 @@ def step_charged(
         for a in range(3):
             end_pos[i, a] = p[a]
         escaped[i] = ke if leaving else 0.0
-        stopped[i] = not leaving
+        stopped[i] = not leaving and not absorbed
     return species.shape[0], n_dep, n_sec

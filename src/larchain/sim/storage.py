@@ -7,7 +7,8 @@ slice ``[offset[e], offset[e+1])`` of that table::
                  semantic_classes, particle_types, processes, interaction_kinds
     events/      index [E] (global event number), voxel_offset, particle_offset,
                  interaction_offset, deposit_offset [E+1], pe, pe_expected [E, D],
-                 deposited_energy, escaped_energy [E] (MeV)
+                 deposited_energy, escaped_energy [E] (MeV; escaped also holds the energy of
+                 hadronic interactions that no tracked product carries: neutrons, binding)
     voxels/      coords [M, 3] int32 (voxel indices; x from drift time), charge [M] (electrons),
                  semantic, fragment, particle, interaction, particle_type, primary [M]
     particles/   id, interaction, parent, pdg, type, primary, process, semantic, start, end,

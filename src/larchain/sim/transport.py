@@ -14,7 +14,10 @@ short steps; this keeps the summed variance equal to Highland's at X0). Discrete
   screening spectrum (4/3 - 4/3 y + y^2)/y per radiation length); softer radiation is
   deposited locally, so energy is conserved;
 * stopping muons decay to a Michel electron (mu+ spectrum; mu- capture is not simulated),
-  stopping pions to a 4.1 MeV muon, stopping positrons annihilate into two 511 keV photons.
+  stopping pions to a 4.1 MeV muon, stopping positrons annihilate into two 511 keV photons;
+* with ``hadron_interactions``, pions and protons interact inelastically with argon nuclei in
+  flight (Geant4 cross-sections and final states, :mod:`larchain.sim.hadronic`): the particle
+  ends there and its products (protons, pions, photons, electrons) are transported in turn.
 
 Photons fly straight to their next interaction: Compton scattering (Klein-Nishina, sampled
 as in Geant4's G4KleinNishinaCompton), pair conversion (unscreened Bethe-Heitler log rise,
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from larchain.core import constants as C
-from larchain.sim import rng, stepping
+from larchain.sim import hadronic, rng, stepping
 from larchain.sim import truth as T
 from larchain.sim.stopping import RangeTable
 
@@ -73,6 +76,7 @@ class TransportSettings:
     photoabsorption_below: float = 0.08
     electron_cut: float = 1.0e-3
     max_steps: int = 20000
+    hadron_interactions: bool = False
 
 
 @dataclass
@@ -242,6 +246,9 @@ class Transport:
             settings.step, settings.delta_threshold, settings.brems_threshold,
             settings.electron_cut, settings.max_steps, C.RADIATION_LENGTH_CM, pref, ME,
             C.MASS_MEV["muon"]], dtype=np.float64)
+        self.hadrons = hadronic.tables()
+        self._h_lt = np.ascontiguousarray(self.hadrons.log_energies)
+        self._h_mu = self.hadrons.inverse_mfp(settings.hadron_interactions)
 
     # ------------------------------------------------------------------ driver
     def run(self, table: T.TrackTable, rows: np.ndarray, deposits: DepositList) -> None:
@@ -298,7 +305,7 @@ class Transport:
                    np.empty((cap, 3)), np.empty((cap, 3)), np.empty(cap))
             nxt, n_dep, n_sec = stepping.step_charged(
                 species, pos, d, energy, keys, tb.lt, tb.lr, tb.mass, self.size, self._consts,
-                *buf, end, escaped, stopped, first)
+                self._h_lt, self._h_mu, *buf, end, escaped, stopped, first)
             if nxt < 0:
                 raise RuntimeError(f"transport did not finish in {s.max_steps} steps")
             if nxt == first:  # not even one particle fitted: bigger buffers
@@ -326,10 +333,34 @@ class Transport:
                 table, rows[j], np.full(len(j), T.PHOTON), T.BREMS, sec_pos[br], sec_dir[br],
                 sec_e[br], t[j], rng.derive(keys[j], step_n[br], 2), False,
                 table["semantic"][rows[j]]))
+        hd = np.flatnonzero(kind == stepping.HADRONIC)
+        if len(hd):
+            j = sec_i[hd]
+            created.append(self._hadronic(table, rows[j], species[j], sec_pos[hd], sec_dir[hd],
+                                          sec_e[hd], t[j], keys[j], step_n[hd], deposits))
         stop = np.flatnonzero(stopped)
         created.append(self._at_rest(table, rows[stop], species[stop], end[stop], t[stop],
                                      keys[stop]))
         return np.concatenate(created) if created else np.zeros(0, np.int64)
+
+    def _hadronic(self, table: T.TrackTable, rows: np.ndarray, species: np.ndarray,
+                  pos: np.ndarray, d: np.ndarray, t_kin: np.ndarray, time: np.ndarray,
+                  keys: np.ndarray, step_n: np.ndarray, deposits: DepositList) -> np.ndarray:
+        """Inelastic interactions at ``pos``: each product is a new particle (not primary) of
+        the same interaction; nuclear fragments deposit on the spot; the rest of the energy
+        (neutrons, binding, less a released pion mass) is the parent's ``escaped``."""
+        owner, sp, energy, local_dir, local = self.hadrons.sample(species, t_kin, keys, step_n)
+        deposits.add(pos, local, np.full(len(rows), self.s.step), time, rows)
+        given = np.bincount(owner, weights=energy, minlength=len(rows)) + local
+        table.set("escaped", rows, t_kin - given)
+        if not len(owner):
+            return np.zeros(0, np.int64)
+        direction = rotate(d[owner], local_dir[:, 2], np.arctan2(local_dir[:, 1], local_dir[:, 0]))
+        rank = np.arange(len(owner)) - np.searchsorted(owner, owner)
+        semantic = np.where(np.isin(sp, (T.PION, T.PROTON)), T.TRACK, T.SHOWER).astype(np.int8)
+        return self._children(
+            table, rows[owner], sp, T.HADRONIC, pos[owner], direction, energy, time[owner],
+            rng.derive(keys[owner], step_n[owner], 3 * 10**6 + rank), True, semantic)
 
     def _at_rest(self, table, rows, species, pos, t, keys):  # noqa: ANN001, ANN202
         out = []

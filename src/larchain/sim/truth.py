@@ -29,8 +29,9 @@ STOPPING_NAME = {ELECTRON: "electron", POSITRON: "electron", MUON: "muon", PION:
 
 #: Creation processes.
 PROCESSES = ("primary", "decay", "delta", "brems", "compton", "conversion", "photoelectric",
-             "annihilation")
-PRIMARY, DECAY, DELTA_RAY, BREMS, COMPTON, CONVERSION, PHOTOELECTRIC, ANNIHILATION = range(8)
+             "annihilation", "hadronic")
+(PRIMARY, DECAY, DELTA_RAY, BREMS, COMPTON, CONVERSION, PHOTOELECTRIC, ANNIHILATION,
+ HADRONIC) = range(9)
 
 _COLUMNS: dict[str, tuple[type, tuple[int, ...]]] = {
     "event": (np.int64, ()),
