@@ -53,6 +53,9 @@ PI0_MASS = 134.9768
 LAR_DENSITY = 1.396
 ARGON_A = 39.948
 AVOGADRO = 6.02214076e23
+#: 1/(n sigma) -> sigma in barn: divide by the mean free path [cm]. The constants are repeated
+#: here (not imported from larchain) so the script runs in a bare geant4-pybind environment.
+BARN_CM = ARGON_A / (AVOGADRO * LAR_DENSITY) * 1e24
 _DATA_VARS = ("G4LEDATA", "G4LEVELGAMMADATA", "G4NEUTRONHPDATA", "G4NEUTRONXSDATA", "G4PIIDATA",
               "G4RADIOACTIVEDATA", "G4REALSURFACEDATA", "G4SAIDXSDATA", "G4ABLADATA",
               "G4INCLDATA", "G4PARTICLEXSDATA", "G4CHANNELINGDATA", "G4NUDEXLIBDATA",
@@ -176,8 +179,7 @@ def measure(n_xs: int, n_fs: int, seed: int) -> dict[str, np.ndarray]:
             lengths = np.array([s for s, _ in state["steps"]])
             n_inel = sum(i for _, i in state["steps"])
             mfp = lengths.sum() / n_inel
-            to_barn = ARGON_A / (AVOGADRO * LAR_DENSITY) * 1e24
-            sigma[a, b] = to_barn / mfp
+            sigma[a, b] = BARN_CM / mfp
             sigma_err[a, b] = sigma[a, b] / math.sqrt(n_inel)
             for k, products in enumerate(state["fs"][:n_fs]):
                 offsets[a, b, k] = len(codes)
@@ -188,7 +190,7 @@ def measure(n_xs: int, n_fs: int, seed: int) -> dict[str, np.ndarray]:
                     elif pdg == PI0:
                         for e_ph, d_ph in _decay_pi0(ke, d, rng):
                             codes.append(0), kes.append(e_ph), dirs.append(d_ph)
-                    elif abs(pdg) > 1_000_000_000 or pdg in (1000010020,):
+                    elif abs(pdg) > 1_000_000_000:  # ions, deuterons included
                         local[a, b, k] += ke  # nuclear fragments stop within millimetres
             offsets[a, b, n_fs] = len(codes)
             print(f"{name:7s} {t:7.0f} MeV  sigma {sigma[a, b]:.4f} +- {sigma_err[a, b]:.4f} b"

@@ -28,6 +28,8 @@ LAR_DENSITY_G_CM3 = 1.396
 #: Atomic number and mass of argon [g/mol].
 ARGON_Z = 18
 ARGON_A = 39.948
+#: Avogadro's number [1/mol] (SI exact).
+AVOGADRO = 6.02214076e23
 #: Mean excitation energy of argon [MeV] (PDG: 188.0 eV).
 ARGON_I_MEV = 188.0e-6
 #: Sternheimer density-effect parameters for liquid argon (PDG table; Sternheimer,

@@ -43,7 +43,7 @@ from larchain.sim import truth as T
 
 DATA_FILE = "hadron_inelastic.npz"
 #: Argon nuclei per cm^3 of liquid argon.
-ARGON_NUCLEI_PER_CM3 = C.LAR_DENSITY_G_CM3 * 6.02214076e23 / C.ARGON_A
+ARGON_NUCLEI_PER_CM3 = C.LAR_DENSITY_G_CM3 * C.AVOGADRO / C.ARGON_A
 BARN_CM2 = 1e-24
 # random-number streams of the final-state sampling (counter: the interaction's step number)
 _S_BIN, _S_ENTRY, _S_PHI = 60, 61, 62

@@ -81,7 +81,7 @@ _T_JOIN_PROTON = 8.0
 #: S in eV/(1e15 atoms/cm^2); as tabulated in Geant4 G4BraggModel::ElectronicStoppingPower.
 _AZ_AR = (5.731, 6.500, 4.253e3, 5.300e2, 1.123e-2)
 #: eV/(1e15 atoms/cm^2) -> MeV cm^2/g for argon.
-_AZ_UNIT = 6.02214076e23 / C.ARGON_A * 1e-21
+_AZ_UNIT = C.AVOGADRO / C.ARGON_A * 1e-21
 #: Proton mass in atomic mass units (keV -> keV/u).
 _PROTON_AMU = 1.007276467
 #: Electron kinetic energy [MeV] below which the collision formula is replaced by sqrt(T).

@@ -50,7 +50,7 @@ ME = C.MASS_MEV["electron"]
 #: Bethe-Bloch constant K = 4 pi N_A r_e^2 m_e c^2 [MeV cm^2/mol] (PDG).
 K_BETHE = 0.307075
 #: Electron density of LAr [1/cm^3].
-ELECTRON_DENSITY = C.LAR_DENSITY_G_CM3 * 6.02214076e23 * C.ARGON_Z / C.ARGON_A
+ELECTRON_DENSITY = C.LAR_DENSITY_G_CM3 * C.AVOGADRO * C.ARGON_Z / C.ARGON_A
 #: Classical electron radius [cm].
 R_E = 2.8179403262e-13
 #: pi+ -> mu+ nu at rest: muon kinetic energy [MeV]; pion lifetime [us].
