@@ -16,7 +16,7 @@ from larchain.lut.transport import (
     MID_FACTOR,
     Optics,
     PhotodetectorSet,
-    rotate,
+    rotate_rows,
     sample_rayleigh_cos,
     simulate,
     voxel_emission_probability,
@@ -236,7 +236,7 @@ def test_rayleigh_phase_function_is_one_plus_cos_squared():
     )
     m = torch.as_tensor(mu[:50_000])
     phi = 2 * math.pi * torch.rand(50_000, generator=g, dtype=torch.float64)
-    new = rotate(d, m, phi)
+    new = rotate_rows(d.T.contiguous(), m, phi).T
     assert torch.allclose(new.norm(dim=1), torch.ones(50_000, dtype=torch.float64), atol=1e-12)
     assert torch.allclose((new * d).sum(1), m, atol=1e-12)
     # scattered directions from a fixed incoming direction are symmetric about it
@@ -505,3 +505,61 @@ def test_compiled_kernels_match_eager_and_compile_once():
         ]
     np.testing.assert_allclose(runs[1].score, runs[0].score, rtol=1e-4)
     assert np.array_equal(runs[1].reached_detector, runs[0].reached_detector)
+
+
+def test_landing_cells_find_the_same_photodetector_as_testing_every_one():
+    """The per-wall cell lists against a brute-force test of every photodetector: tiles that
+    share edges (several candidates per cell), disks, and detectors smaller than a cell."""
+    pds = [
+        {
+            "wall": "z-",
+            "center": [10.0 + 20.0 * i, 10.0 + 20.0 * j, 0],
+            "shape": "rectangle",
+            "size": [20.0, 20.0],
+            "efficiency": 1.0,
+        }
+        for i in range(3)
+        for j in range(2)
+    ]
+    pds += [
+        {"wall": "x+", "center": [100, 30, 40], "shape": "disk", "radius": 12.0, "efficiency": 1},
+        {"wall": "x+", "center": [100, 56, 40], "shape": "disk", "radius": 12.0, "efficiency": 1},
+        {"wall": "y-", "center": [50, 0, 50], "shape": "disk", "radius": 0.2, "efficiency": 1},
+        {
+            "wall": "y-",
+            "center": [20, 0, 70],
+            "shape": "rectangle",
+            "size": [0.3, 0.1],
+            "efficiency": 1,
+        },
+    ]
+    det = box([100, 80, 90], pds)
+    pdset = PhotodetectorSet(det, CPU, torch.float32, 4)
+    assert pdset.cells.shape[0] >= 4  # a tile corner cell lists four tiles
+    g = torch.Generator().manual_seed(8)
+    for wall in ("z-", "x+", "y-"):
+        axis, side = {"z-": (2, 0), "x+": (0, 1), "y-": (1, 0)}[wall]
+        ua, va = [a for a in range(3) if a != axis]
+        m = 200_000
+        u = torch.rand(m, generator=g) * det.size[ua]
+        v = torch.rand(m, generator=g) * det.size[va]
+        # plus points crowding the small detectors and the tiles' shared edges
+        near = [p for p in det.photodetectors if p.wall == wall]
+        for p in near:
+            pu = p.center[ua] + (torch.rand(2000, generator=g) - 0.5) * 2.2 * p.half_extent[0]
+            pv = p.center[va] + (torch.rand(2000, generator=g) - 0.5) * 2.2 * p.half_extent[1]
+            u, v = torch.cat([u, pu]), torch.cat([v, pv])
+        got = pdset.landing(torch.full_like(u, 2 * axis + side, dtype=torch.long), u, v)
+        want = torch.full_like(got, -1)
+        for k in reversed(range(len(det.photodetectors))):  # lowest index wins
+            p = det.photodetectors[k]
+            if (p.axis, p.side) != (axis, side):
+                continue
+            du, dv = u - p.center[ua], v - p.center[va]
+            if p.shape == "disk":
+                inside = du * du + dv * dv <= p.radius**2
+            else:
+                inside = (du.abs() <= p.half_extent[0]) & (dv.abs() <= p.half_extent[1])
+            want = torch.where(inside, k, want)
+        assert torch.equal(got, want), wall
+        assert (got >= 0).sum() > 1000

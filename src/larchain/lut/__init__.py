@@ -4,7 +4,7 @@ Artifact: ``results/lut/<id>/lut.nc``, an xarray Dataset with dims (x, y, z, det
 """
 
 #: Bump when a change alters the LUT's content for the same config (part of the artifact id).
-CODE_VERSION = "2"  # 2: face cubature between 2.5 and 5 sizes; voxel-averaged emission
+CODE_VERSION = "3"  # 3: the walk as rows, one fused flight kernel; cell lookup for landing
 #: Config sections the LUT reads (all of them go into its artifact id) ...
 CONFIG_KEYS = ("detector", "optics", "lut")
 #: ... except these, which change how it runs, not what it computes.

@@ -21,7 +21,10 @@ Two estimators of the visibility (detection probability per photodetector):
   walk itself is the same analog walk, so both estimators have the same mean.
 
 Everything runs on whichever torch device the inputs live on; the random stream comes
-from one ``torch.Generator`` per call, so a block's result depends only on its seed.
+from one ``torch.Generator`` per call, so a block's result depends only on its seed. Photons
+are stored as rows (structure of arrays) and every photon in flight takes one flight per
+step in a single elementwise kernel (:func:`_advance`), which ``compile=True`` fuses with
+torch.compile: on a CPU the fused loops vectorise along photons.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from larchain.core.geometry import Detector
+from larchain.core.geometry import Detector, in_plane_axes
 from larchain.lut.solid_angle import disk_solid_angle, rectangle_solid_angle
 
 FOUR_PI = 4.0 * math.pi
@@ -42,6 +45,9 @@ FAR_FACTOR = 5.0
 #: Pairs between MID_FACTOR and FAR_FACTOR sizes take the face cubature (below 1e-3 relative
 #: error there: a Gauss product rule, 2 x 8 nodes on a disk, 3 x 3 on a rectangle).
 MID_FACTOR = 2.5
+#: Each wall is cut into LANDING_CELLS x LANDING_CELLS cells, each listing the photodetectors
+#: that touch it, so that finding the one a wall hit lands on costs a few tests, not D.
+LANDING_CELLS = 256
 
 
 def _face_cubature(shape: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -61,6 +67,12 @@ def _face_cubature(shape: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         uu, vv = (a.ravel() for a in np.meshgrid(x, x, indexing="ij"))
         ww = np.outer(w, w).ravel() / 4.0
     return uu, vv, ww
+
+
+def _transposed(x: torch.Tensor) -> torch.Tensor:
+    """``x.T`` [N, M] in freshly allocated row-major memory: the same strides for every N,
+    M (``.contiguous()`` keeps odd strides on size-1 dims, and torch.compile guards on them)."""
+    return torch.empty(x.shape[1], x.shape[0], device=x.device, dtype=x.dtype).copy_(x.T)
 
 
 @dataclass(frozen=True)
@@ -153,7 +165,9 @@ class PhotodetectorSet:
             nodes[k, : len(uu), p.uv_axes[0]] += su * uu
             nodes[k, : len(uu), p.uv_axes[1]] += sv * vv
             weights[k, : len(uu)] = p.area * ww
-        self.cub_nodes, self.cub_weights = t(nodes), t(weights)
+        # as rows: coordinate, node, detector ([3, 16, D]) and node, detector ([16, D])
+        self.cub_nodes = t(nodes.transpose(2, 1, 0).copy())
+        self.cub_weights = t(weights.T.copy())
         # polar quadrature for near disks: 2q azimuths x q polar angles (Gauss-Legendre)
         self.polar_nodes = (2 * quadrature, quadrature)
         gp = np.polynomial.legendre.leggauss(2 * quadrature)
@@ -161,7 +175,9 @@ class PhotodetectorSet:
         self.gl_phi = (t(gp[0]), t(gp[1]))
         self.gl_alpha = (t(ga[0]), t(ga[1]))
         self.gl_half = self.gl_alpha
+        self._build_landing_cells(detector)
         self._inv_cache: dict[float, torch.Tensor] = {}
+        self.compiled = compile
         if compile:
             # fuse the elementwise chains of the NEE kernels (memory-bound on GPU); the
             # fused kernels round differently, so lut.compile is part of the artifact id
@@ -171,25 +187,89 @@ class PhotodetectorSet:
             self._mid = torch.compile(self._mid, dynamic=True)
             self._warm_up()
 
+    def _build_landing_cells(self, detector: Detector) -> None:
+        """Per wall (axis, side), a LANDING_CELLS^2 grid of cells, each with the indices of the
+        photodetectors whose bounding box touches it (ascending, padded with -1):
+        ``cells`` [6 x LANDING_CELLS^2 x K]; ``wall_u_axis``/``wall_v_axis`` [6]: the wall's
+        in-plane axes; ``cell_size`` [6, 2] (cm)."""
+        n = LANDING_CELLS
+        lists: list[list[int]] = [[] for _ in range(6 * n * n)]
+        uv = [in_plane_axes(w // 2) for w in range(6)]
+        cell = np.array([[detector.size[a] / n for a in uv[w]] for w in range(6)])
+        for k, pd in enumerate(detector.photodetectors):
+            w = 2 * pd.axis + pd.side
+            lo = [
+                int(np.clip(np.floor((pd.center[a] - e) / c), 0, n - 1))
+                for a, e, c in zip(uv[w], pd.half_extent, cell[w], strict=True)
+            ]
+            hi = [
+                int(np.clip(np.floor((pd.center[a] + e) / c), 0, n - 1))
+                for a, e, c in zip(uv[w], pd.half_extent, cell[w], strict=True)
+            ]
+            for iu in range(lo[0], hi[0] + 1):
+                for iv in range(lo[1], hi[1] + 1):
+                    lists[(w * n + iu) * n + iv].append(k)
+        width = max(1, max(len(c) for c in lists))
+        table = np.full((len(lists), width), -1, dtype=np.int64)
+        for i, c in enumerate(lists):
+            table[i, : len(c)] = c
+        t = lambda x, dt: torch.tensor(x, device=self.device, dtype=dt)  # noqa: E731
+        self.cells = t(table.T.copy(), torch.long)  # [K, cells]: one row per candidate
+        self.wall_u_axis = t([a for a, _ in uv], torch.long)
+        self.wall_v_axis = t([b for _, b in uv], torch.long)
+        self.cell_size = t(cell, self.dtype)
+
+    def landing(self, wall_id: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Index of the photodetector containing each wall point (or -1): ``wall_id`` =
+        2 x axis + side, (u, v) the point's coordinates along the wall's in-plane axes (cm).
+        Only the few candidates listed for the point's cell are tested."""
+        n = LANDING_CELLS
+        iu = (u / self.cell_size[wall_id, 0]).long().clamp(0, n - 1)
+        iv = (v / self.cell_size[wall_id, 1]).long().clamp(0, n - 1)
+        cell = (wall_id * n + iu) * n + iv
+        first = torch.full_like(cell, -1)
+        for cand in self.cells:  # ascending, so the first match is the lowest index
+            j = cand[cell]
+            jj = j.clamp_min(0)
+            du, dv = u - self.center_u[jj], v - self.center_v[jj]
+            inside = torch.where(
+                self.is_disk[jj],
+                du * du + dv * dv <= self.radius[jj] * self.radius[jj],
+                (du.abs() <= self.half_u[jj]) & (dv.abs() <= self.half_v[jj]),
+            )
+            first = torch.where((first < 0) & (j >= 0) & inside, j, first)
+        return first
+
     def _warm_up(self) -> None:
         """Compile every variant the walk will meet (isotropic or Rayleigh vertex; one or
         many points) now, rather than inside the first timed or production batch."""
         g = torch.Generator(device=self.device).manual_seed(0)
         for m in (1, 2, 7):
-            pos = torch.rand(m, 3, generator=g, device=self.device, dtype=self.dtype)
-            pos = pos * self.size
+            pos = torch.rand(3, m, generator=g, device=self.device, dtype=self.dtype)
+            pos = pos * self.size[:, None]
             d = torch.nn.functional.normalize(
-                torch.randn(m, 3, generator=g, device=self.device, dtype=self.dtype), dim=1
+                torch.randn(3, m, generator=g, device=self.device, dtype=self.dtype), dim=0
             )
             idet = torch.arange(m, device=self.device) % self.n
             inv = self._inverse_length(0.01)
             for d_in in (None, d):
                 self._far(pos, d_in, inv)
                 self._mid(pos, d_in, idet, inv)
+                pos_t, d_t = _transposed(pos), None if d_in is None else _transposed(d_in)
                 if len(self.disk_idx):
-                    self._near_disk(pos, d_in, self.disk_idx[idet % len(self.disk_idx)], inv)
+                    self._near_disk(pos_t, d_t, self.disk_idx[idet % len(self.disk_idx)], inv)
                 if len(self.rect_idx):
-                    self._near_rect(pos, d_in, self.rect_idx[idet % len(self.rect_idx)], inv)
+                    self._near_rect(pos_t, d_t, self.rect_idx[idet % len(self.rect_idx)], inv)
+            # the walk's flight kernel (shared by all sets: compiled once per process)
+            state = torch.zeros(_STATE_ROWS, m, device=self.device, dtype=self.dtype)
+            state[_X], state[_D] = pos, d
+            rnd = torch.rand(4, m, generator=g, device=self.device, dtype=self.dtype)
+            # distinct scalars, as simulate passes them (torch.compile guards on aliasing)
+            scalars = [
+                torch.tensor(x, device=self.device, dtype=self.dtype) for x in (0.1, 0.2, 0.3)
+            ]
+            for diffuse in (False, True):
+                _advance_fn(True)(state, rnd, self.size, *scalars, diffuse, self)
 
     def local(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(u, v, h) of points [M, 3] in every detector's frame: [M, D] each."""
@@ -215,45 +295,59 @@ class PhotodetectorSet:
     def direct_probability(
         self, pos: torch.Tensor, d_in: torch.Tensor | None, inv_length: float
     ) -> torch.Tensor:
-        """Probability [M, D] that the next flight from ``pos`` is detected directly.
+        """Probability [M, D] that the next flight from ``pos`` [M, 3] is detected directly
+        (:meth:`direct_probability_rows` for points given as rows)."""
+        d_rows = None if d_in is None else _transposed(d_in)
+        return self.direct_probability_rows(_transposed(pos), d_rows, inv_length).T
 
-        ``d_in`` is the incoming direction at a Rayleigh vertex (None: isotropic emission);
-        ``inv_length`` is 1 / (total attenuation length) of the direct path. Pairs farther
-        than ``FAR_FACTOR`` detector sizes use the second-order far-field expansion
+    def direct_probability_rows(
+        self, pos: torch.Tensor, d_in: torch.Tensor | None, inv_length: float
+    ) -> torch.Tensor:
+        """Probability [D, M] that the next flight from ``pos`` [3, M] is detected directly.
+
+        ``d_in`` [3, M] is the incoming direction at a Rayleigh vertex (None: isotropic
+        emission); ``inv_length`` is 1 / (total attenuation length) of the direct path. Pairs
+        farther than ``FAR_FACTOR`` detector sizes use the second-order far-field expansion
         (:meth:`_far`), pairs beyond ``MID_FACTOR`` sizes a face cubature (:meth:`_mid`),
         nearer pairs the polar quadrature about the foot of the perpendicular (:meth:`_near`).
+        Points are rows so that the far field, which every pair takes, runs along photons.
         """
         inv = self._inverse_length(inv_length)
         out, near = self._far(pos, d_in, inv)
         if near.any():
-            iv, idet = torch.nonzero(near, as_tuple=True)
-            p_near = pos[iv]
-            d_near = None if d_in is None else d_in[iv]
-            close = (p_near - self.center[idet]).square().sum(1) < self.mid_r2[idet]
+            idet, iv = torch.nonzero(near, as_tuple=True)
+            p_near = pos[:, iv]
+            d_near = None if d_in is None else d_in[:, iv]
+            close = (p_near - self.center.T[:, idet]).square().sum(0) < self.mid_r2[idet]
             vals = torch.empty(len(idet), device=pos.device, dtype=pos.dtype)
-            for sel, kernel in ((~close, self._mid), (close, self._near)):
-                k = torch.nonzero(sel).flatten()
-                if k.numel():
-                    vals[k] = kernel(p_near[k], None if d_near is None else d_near[k], idet[k], inv)
-            out[iv, idet] = vals
+            k = torch.nonzero(~close).flatten()
+            if k.numel():
+                d_k = None if d_near is None else d_near[:, k]
+                vals[k] = self._mid(p_near[:, k], d_k, idet[k], inv)
+            k = torch.nonzero(close).flatten()
+            if k.numel():
+                d_k = None if d_near is None else _transposed(d_near[:, k])
+                vals[k] = self._near(_transposed(p_near[:, k]), d_k, idet[k], inv)
+            out[idet, iv] = vals
         return out
 
     def _mid(self, pos, d_in, idet, inv_length):
-        """Direct probability for pairs [K] at moderate distance: eff x sum over the face's
-        cubature nodes of w dA x (h / |X|^3) x phase x exp(-|X| / L), X = node - pos. The
-        solid-angle density and the phase are smooth over the face from MID_FACTOR sizes
-        on (tested against brute-force integration)."""
-        x = self.cub_nodes[idet] - pos[:, None, :]  # [K, N, 3]
-        r2 = x.square().sum(2)
+        """Direct probability for pairs [K] at moderate distance (``pos``, ``d_in`` rows
+        [3, K]): eff x sum over the face's cubature nodes of w dA x (h / |X|^3) x phase x
+        exp(-|X| / L), X = node - pos. The solid-angle density and the phase are smooth over
+        the face from MID_FACTOR sizes on (tested against brute-force integration)."""
+        nodes = self.cub_nodes[:, :, idet]  # [3, N, K]
+        x, y, z = nodes[0] - pos[0], nodes[1] - pos[1], nodes[2] - pos[2]
+        r2 = x * x + y * y + z * z
         rinv = torch.rsqrt(r2)
-        h = (pos.gather(1, self.axis[idet, None]) - self.plane[idet, None]).abs()
-        f = self.cub_weights[idet] * h * rinv * rinv * rinv * torch.exp(-r2 * rinv * inv_length)
+        h = (pos.gather(0, self.axis[idet][None]) - self.plane[idet][None]).abs()
+        f = self.cub_weights[:, idet] * h * rinv * rinv * rinv * torch.exp(-r2 * rinv * inv_length)
         if d_in is None:
             f = f / FOUR_PI
         else:
-            mu = (x * d_in[:, None, :]).sum(2) * rinv
+            mu = (x * d_in[0] + y * d_in[1] + z * d_in[2]) * rinv
             f = f * RAYLEIGH_NORM * (1.0 + mu * mu)
-        return self.efficiency[idet] * f.sum(1)
+        return self.efficiency[idet] * f.sum(0)
 
     def _inverse_length(self, inv_length: float) -> torch.Tensor:
         """The attenuation as a 0-d tensor: the kernels take no branch on its value, so
@@ -264,7 +358,8 @@ class PhotodetectorSet:
         return self._inv_cache[key]
 
     def _far(self, pos, d_in, inv_length):
-        """Far-field direct probability for all pairs, and the mask of pairs too near for it.
+        """Far-field direct probability [D, M] for points ``pos`` [3, M] (rows), and the mask of
+        pairs too near for it.
 
         With the face's in-plane second moments M (R^2/4 for a disk, a^2/3 and b^2/3 for a
         rectangle of half sizes a, b), s = C.x / r^2, t = |x|^2 / r^2 and the solid-angle
@@ -278,35 +373,38 @@ class PhotodetectorSet:
         O((size / r)^4): below 2e-3 (disks) to 4e-3 (3:1 rectangles) relative beyond
         FAR_FACTOR sizes (tested against brute-force integration).
         """
-        dx = self.center[:, 0] - pos[:, 0:1]
-        dy = self.center[:, 1] - pos[:, 1:2]
-        dz = self.center[:, 2] - pos[:, 2:3]
+        col = lambda x: x[:, None]  # noqa: E731  per-detector constants against [D, M]
+        dx = col(self.center[:, 0]) - pos[0]
+        dy = col(self.center[:, 1]) - pos[1]
+        dz = col(self.center[:, 2]) - pos[2]
         r2 = dx * dx + dy * dy + dz * dz
         rinv = torch.rsqrt(r2)
-        near = r2 < self.near_r2
+        near = r2 < col(self.near_r2)
         # components of the unit vector to the centre along the face's u and v axes
-        cu = (dx * self.e_u[:, 0] + dy * self.e_u[:, 1] + dz * self.e_u[:, 2]) * rinv
-        cv = (dx * self.e_v[:, 0] + dy * self.e_v[:, 1] + dz * self.e_v[:, 2]) * rinv
-        cos_t = (dx * self.n_in[:, 0] + dy * self.n_in[:, 1] + dz * self.n_in[:, 2]).neg_() * rinv
+        e_u, e_v, n_in = self.e_u, self.e_v, self.n_in
+        cu = (dx * col(e_u[:, 0]) + dy * col(e_u[:, 1]) + dz * col(e_u[:, 2])) * rinv
+        cv = (dx * col(e_v[:, 0]) + dy * col(e_v[:, 1]) + dz * col(e_v[:, 2])) * rinv
+        cos_t = (dx * col(n_in[:, 0]) + dy * col(n_in[:, 1]) + dz * col(n_in[:, 2])).neg_() * rinv
         r2inv = rinv * rinv
-        t_avg = self.trace_m * r2inv
-        s2 = (self.m_u * cu * cu + self.m_v * cv * cv) * r2inv
-        omega = self.area * cos_t * r2inv * (1.0 - 1.5 * t_avg + 7.5 * s2)
+        m_u, m_v = col(self.m_u), col(self.m_v)
+        t_avg = col(self.trace_m) * r2inv
+        s2 = (m_u * cu * cu + m_v * cv * cv) * r2inv
+        omega = col(self.area) * cos_t * r2inv * (1.0 - 1.5 * t_avg + 7.5 * s2)
         lam = r2 * rinv * inv_length  # 0 without attenuation: g = 1 exactly
         g = torch.exp(-lam) * (1.0 - 0.5 * lam * t_avg + (3.5 * lam + 0.5 * lam * lam) * s2)
         if d_in is None:
             f = g / FOUR_PI
         else:
-            mu = (dx * d_in[:, 0:1] + dy * d_in[:, 1:2] + dz * d_in[:, 2:3]) * rinv
-            du = d_in @ self.e_u.T  # [M, D]: d's components along each face's axes
-            dv = d_in @ self.e_v.T
-            a2 = (self.m_u * du * du + self.m_v * dv * dv) * r2inv
-            a_s = (self.m_u * du * cu + self.m_v * dv * cv) * r2inv
+            mu = (dx * d_in[0] + dy * d_in[1] + dz * d_in[2]) * rinv
+            du = e_u @ d_in  # [D, M]: d's components along each face's axes
+            dv = e_v @ d_in
+            a2 = (m_u * du * du + m_v * dv * dv) * r2inv
+            a_s = (m_u * du * cu + m_v * dv * cv) * r2inv
             mu2 = mu * mu
             phi = 1.0 + mu2 + a2 - 10.0 * mu * a_s + 10.0 * mu2 * s2 - mu2 * t_avg
             phi = phi - 2.0 * lam * mu * (a_s - mu * s2)
             f = g * RAYLEIGH_NORM * phi
-        return self.efficiency * omega * f, near
+        return col(self.efficiency) * omega * f, near
 
     def _near(self, pos, d_in, idet, inv_length):
         """Direct probability for selected (near) pairs: ``pos`` [K, 3], ``d_in`` [K, 3] or
@@ -442,20 +540,6 @@ class PhotodetectorSet:
             f = f * RAYLEIGH_NORM * (1.0 + mu * mu)
         return self.efficiency[idet] * (weight * f).sum((1, 2, 3))
 
-    def landing(self, hit: torch.Tensor, wall_axis: torch.Tensor, wall_side: torch.Tensor):
-        """Index of the photodetector containing each wall point (or -1): [M]."""
-        on_wall = (self.axis[None, :] == wall_axis[:, None]) & (
-            self.side[None, :] == wall_side[:, None]
-        )
-        du = hit[:, self.u_axis] - self.center_u
-        dv = hit[:, self.v_axis] - self.center_v
-        inside_disk = du * du + dv * dv <= self.radius * self.radius
-        inside_rect = (du.abs() <= self.half_u) & (dv.abs() <= self.half_v)
-        inside = on_wall & torch.where(self.is_disk[None, :], inside_disk, inside_rect)
-        any_in = inside.any(1)
-        first = inside.to(torch.int8).argmax(1)
-        return torch.where(any_in, first, torch.full_like(first, -1))
-
 
 def disk_multipole(q: torch.Tensor, cos_t: torch.Tensor, terms: int = 12) -> torch.Tensor:
     """Solid angle of a unit disk from distance 1/q (q < 1), polar angle acos(cos_t):
@@ -475,13 +559,6 @@ def disk_multipole(q: torch.Tensor, cos_t: torch.Tensor, terms: int = 12) -> tor
     return 2.0 * math.pi * total
 
 
-def _isotropic(n: int, gen: torch.Generator, device, dtype) -> torch.Tensor:
-    cos_t = 2.0 * torch.rand(n, generator=gen, device=device, dtype=dtype) - 1.0
-    phi = 2.0 * math.pi * torch.rand(n, generator=gen, device=device, dtype=dtype)
-    sin_t = (1.0 - cos_t * cos_t).clamp_min(0.0).sqrt()
-    return torch.stack([sin_t * torch.cos(phi), sin_t * torch.sin(phi), cos_t], 1)
-
-
 def sample_rayleigh_cos(u: torch.Tensor) -> torch.Tensor:
     """Inverse CDF of p(mu) = 3/8 (1 + mu^2) on [-1, 1] (Cardano's root of
     mu^3 + 3 mu + 4 - 8u = 0)."""
@@ -489,34 +566,6 @@ def sample_rayleigh_cos(u: torch.Tensor) -> torch.Tensor:
     s = torch.sqrt(0.25 * q * q + 1.0)
     a, b = -0.5 * q + s, -0.5 * q - s
     return torch.sign(a) * a.abs().pow(1.0 / 3.0) + torch.sign(b) * b.abs().pow(1.0 / 3.0)
-
-
-def rotate(d: torch.Tensor, cos_t: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-    """Directions at polar angle acos(cos_t), azimuth phi about unit vectors ``d`` [M, 3]."""
-    # a unit vector orthogonal to d, robust for any d
-    helper = torch.zeros_like(d)
-    use_x = d[:, 0].abs() < 0.9
-    helper[use_x, 0] = 1.0
-    helper[~use_x, 1] = 1.0
-    e1 = torch.linalg.cross(d, helper)
-    e1 = e1 / e1.norm(dim=1, keepdim=True)
-    e2 = torch.linalg.cross(d, e1)
-    sin_t = (1.0 - cos_t * cos_t).clamp_min(0.0).sqrt()
-    return (
-        cos_t[:, None] * d
-        + (sin_t * torch.cos(phi))[:, None] * e1
-        + (sin_t * torch.sin(phi))[:, None] * e2
-    )
-
-
-def _lambertian(normal_axis: torch.Tensor, normal_sign: torch.Tensor, gen, device, dtype):
-    """Cosine-weighted directions into the volume about inward wall normals."""
-    m = len(normal_axis)
-    cos_t = torch.rand(m, generator=gen, device=device, dtype=dtype).sqrt()
-    phi = 2.0 * math.pi * torch.rand(m, generator=gen, device=device, dtype=dtype)
-    n = torch.zeros(m, 3, device=device, dtype=dtype)
-    n[torch.arange(m, device=device), normal_axis] = normal_sign
-    return rotate(n, cos_t, phi)
 
 
 _FATES = ("absorbed", "on_walls", "detected", "reached_detector", "scatters", "truncated")
@@ -557,9 +606,108 @@ def voxel_emission_probability(
     step = max(1, chunk_points // n_pts)
     for lo in range(0, n_vox, step):
         pts = (voxel_origins[lo : lo + step, None, :] + offsets).reshape(-1, 3)
-        prob = pdset.direct_probability(pts, None, inv_length).view(-1, n_pts, pdset.n)
-        out[lo : lo + step] = torch.einsum("vpd,p->vd", prob, wts)
+        prob = pdset.direct_probability_rows(_transposed(pts), None, inv_length)
+        out[lo : lo + step] = torch.einsum("dvp,p->vd", prob.view(pdset.n, -1, n_pts), wts)
     return out
+
+
+# event codes of one flight (_advance)
+SCATTERED, ABSORBED, DETECTED, LOST, REFLECTED, TRUNCATED = range(6)
+#: rows of the pool's float state [9, M] (structure of arrays: every row is contiguous, so
+#: the elementwise work vectorises along photons on a CPU and coalesces on a GPU)
+_X, _D, _SCAT, _FROM_VERTEX, _AGE = slice(0, 3), slice(3, 6), 6, 7, 8
+_STATE_ROWS = 9
+
+
+def rotate_rows(d: torch.Tensor, cos_t: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Directions at polar angle acos(cos_t), azimuth phi about the unit vectors ``d``,
+    stored as rows [3, M]."""
+    dx, dy, dz = d[0], d[1], d[2]
+    hx = (dx.abs() < 0.9).to(d.dtype)  # helper (1, 0, 0) or (0, 1, 0)
+    hy = 1.0 - hx
+    e1x, e1y, e1z = -dz * hy, dz * hx, dx * hy - dy * hx  # d x helper
+    norm = torch.rsqrt(e1x * e1x + e1y * e1y + e1z * e1z)
+    e1x, e1y, e1z = e1x * norm, e1y * norm, e1z * norm
+    e2x, e2y, e2z = dy * e1z - dz * e1y, dz * e1x - dx * e1z, dx * e1y - dy * e1x  # d x e1
+    sin_t = (1.0 - cos_t * cos_t).clamp_min(0.0).sqrt()
+    a, b = sin_t * torch.cos(phi), sin_t * torch.sin(phi)
+    return torch.stack(
+        [
+            cos_t * dx + a * e1x + b * e2x,
+            cos_t * dy + a * e1y + b * e2y,
+            cos_t * dz + a * e1z + b * e2z,
+        ]
+    )
+
+
+def _advance(state, rnd, size, inv_t, p_abs, reflectivity, diffuse: bool, pd):
+    """One flight of every photon in the pool: the analog walk's step, elementwise.
+
+    ``state`` [9, M] (position, direction, scatterings, from-vertex flag, age), ``rnd``
+    [4, M] uniforms: flight length; absorption (in the bulk) or reflection (on a wall);
+    the new direction's two angles (Rayleigh, or Lambertian after a diffuse reflection).
+    Returns the new state, the event code per photon and the photodetector hit (-1)."""
+    pos, d = state[_X], state[_D]
+    big = torch.finfo(state.dtype).max
+    t = torch.where(d > 0, (size[:, None] - pos) / d, torch.where(d < 0, -pos / d, big))
+    t_wall = torch.minimum(torch.minimum(t[0], t[1]), t[2])
+    ax = torch.where(t[0] == t_wall, 0, torch.where(t[1] == t_wall, 1, 2))
+    s = -torch.log1p(-rnd[0]) / inv_t  # inf (or nan) without attenuation: no interaction
+    interact = s < t_wall
+    absorbed = interact & (rnd[1] < p_abs)
+    scatter = interact & ~absorbed
+    wall = ~interact
+    on_axis = torch.arange(3, device=state.device)[:, None] == ax  # [3, M]
+    side = (d * on_axis).sum(0) > 0
+    new_pos = pos + torch.where(interact, s, t_wall) * d
+    new_pos = torch.where(on_axis & wall, size[:, None] * side.to(state.dtype), new_pos)
+    # which photodetector (if any) a wall hit lands on
+    wall_id = 2 * ax + side.long()
+    hu = new_pos.gather(0, pd.wall_u_axis[wall_id][None])[0]
+    hv = new_pos.gather(0, pd.wall_v_axis[wall_id][None])[0]
+    first = pd.landing(wall_id, hu, hv)
+    on_pd = wall & (first >= 0)
+    reflect = wall & ~on_pd & (rnd[1] < reflectivity)
+    # new directions: Rayleigh about d; specular mirror or Lambertian about the normal
+    two_pi = 2.0 * math.pi
+    d_new = rotate_rows(d, sample_rayleigh_cos(rnd[2]), two_pi * rnd[3])
+    if diffuse:
+        normal = on_axis.to(state.dtype) * (1.0 - 2.0 * side.to(state.dtype))
+        d_refl = rotate_rows(normal, rnd[2].sqrt(), two_pi * rnd[3])
+    else:
+        d_refl = torch.where(on_axis, -d, d)
+    d_new = torch.where(scatter, d_new, torch.where(reflect, d_refl, d))
+    event = torch.where(
+        scatter,
+        SCATTERED,
+        torch.where(
+            absorbed, ABSORBED, torch.where(on_pd, DETECTED, torch.where(reflect, REFLECTED, LOST))
+        ),
+    )
+    from_vertex = torch.where(scatter, 1.0, torch.where(reflect, 0.0, state[_FROM_VERTEX]))
+    new_state = torch.cat(
+        [
+            new_pos,
+            d_new,
+            (state[_SCAT] + scatter.to(state.dtype))[None],
+            from_vertex[None],
+            (state[_AGE] + 1.0)[None],
+        ]
+    )
+    return new_state, event, torch.where(on_pd, first, -1)
+
+
+_ADVANCE_COMPILED = None
+
+
+def _advance_fn(compiled: bool):
+    """The flight kernel: eager, or fused by torch.compile (one trace for all pool sizes)."""
+    global _ADVANCE_COMPILED
+    if not compiled:
+        return _advance
+    if _ADVANCE_COMPILED is None:
+        _ADVANCE_COMPILED = torch.compile(_advance, dynamic=True)
+    return _ADVANCE_COMPILED
 
 
 def simulate(
@@ -582,17 +730,21 @@ def simulate(
     ``voxel_origins`` [V, 3] are the low corners; ``voxel_size`` [3]. Photons stream through
     a pool of at most ``batch_photons``: whenever fewer than half are alive, new photons (in
     voxel-major order) are launched, so the few photons that scatter many times never leave
-    the device working on tiny arrays. A photon's totals are added to its voxel's sums when
-    it ends. The result depends only on the seed, ``batch_photons`` and the device.
+    the device working on tiny arrays. Every photon in the pool flies once per step
+    (:func:`_advance`); a photon's totals are added to its voxel's sums when it ends. The
+    result depends only on the seed, ``batch_photons``, the device and ``pdset.compiled``.
 
     With ``nee``, the emission vertex scores the voxel average of the direct-hit probability
     (:func:`voxel_emission_probability`, ``emission_nodes`` > 0) rather than its value at the
     sampled point: the same mean, no more variance (conditional expectation), and one
     integral per voxel instead of one evaluation per photon. ``emission_nodes=0`` scores the
-    sampled point.
+    sampled point. The walk's per-photon scores then hold only what the walk adds, so the
+    many photons that never scatter cost nothing to tally.
     """
     if method not in ("nee", "analog"):
         raise ValueError(f"method must be 'nee' or 'analog', got {method!r}")
+    if reflection not in ("specular", "diffuse"):
+        raise ValueError(f"reflection must be 'specular' or 'diffuse', got {reflection!r}")
     nee = method == "nee"
     device, dtype = voxel_origins.device, voxel_origins.dtype
     gen = torch.Generator(device=device)
@@ -602,27 +754,31 @@ def simulate(
     scale = fixed_point_scale(photons_per_voxel)
 
     def _fixed(x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x.double() * scale).long()
+        # scale is a power of two: the product is exact in x's own precision
+        return torch.round(x * scale).long()
 
     acc_score = torch.zeros(n_vox * n_det, dtype=torch.long, device=device)
     acc_sq = torch.zeros(n_vox * n_det, dtype=torch.long, device=device)
     acc_fate = torch.zeros(n_vox * len(_FATES), dtype=torch.long, device=device)
     inv_s, inv_a = optics.inverse_lengths
     inv_t = inv_s + inv_a
-    p_abs = inv_a / inv_t if inv_t > 0 else 0.0
-    size = pdset.size
+    scalar = lambda x: torch.tensor(float(x), device=device, dtype=dtype)  # noqa: E731
+    consts = (
+        pdset.size,
+        scalar(inv_t),
+        scalar(inv_a / inv_t if inv_t > 0 else 0.0),
+        scalar(reflectivity),
+        reflection == "diffuse",
+        pdset,
+    )
+    advance = _advance_fn(pdset.compiled)
     det_ids = torch.arange(n_det, device=device)
     fate_ids = torch.arange(len(_FATES), device=device)
-    big = torch.finfo(dtype).max
 
-    # the pool: per-photon state of the photons in flight
-    pos = torch.empty(0, 3, device=device, dtype=dtype)
-    d = torch.empty(0, 3, device=device, dtype=dtype)
+    # the pool: per-photon state of the photons in flight, one row per quantity
+    state = torch.empty(_STATE_ROWS, 0, device=device, dtype=dtype)
     vox = torch.empty(0, dtype=torch.long, device=device)
-    age = torch.empty(0, dtype=torch.long, device=device)
-    from_vertex = torch.empty(0, dtype=torch.bool, device=device)
-    scat = torch.empty(0, device=device, dtype=dtype)
-    score = torch.empty(0, n_det, device=device, dtype=dtype)  # NEE only
+    score = torch.empty(n_det, 0, device=device, dtype=dtype)  # NEE only
     launched = 0
     pool = max(1, int(batch_photons))
     emission = None
@@ -631,151 +787,97 @@ def simulate(
             voxel_origins, voxel_size, pdset, inv_t, emission_nodes, chunk_points=pool
         )
 
-    def flush_fates(v: torch.Tensor, fates: torch.Tensor) -> None:
-        """Add per-photon fates [K, F] of ended photons to their voxels' sums."""
-        idx = (v[:, None] * len(_FATES) + fate_ids).flatten()
-        acc_fate.index_add_(0, idx, _fixed(fates).flatten())
-
-    def flush_scores(v: torch.Tensor, sc: torch.Tensor) -> None:
-        idx = (v[:, None] * n_det + det_ids).flatten()
+    def flush(v: torch.Tensor, sc: torch.Tensor) -> None:
+        """Add per-photon scores [D, K] of ended photons to their voxels' sums (photons that
+        scored nothing add nothing: most never scatter)."""
+        scored = torch.nonzero((sc != 0).any(0)).flatten()
+        v, sc = v[scored], sc[:, scored]
+        idx = (v[None, :] * n_det + det_ids[:, None]).flatten()
         acc_score.index_add_(0, idx, _fixed(sc).flatten())
         acc_sq.index_add_(0, idx, _fixed(sc * sc).flatten())
 
     while True:
-        if launched < total and pos.shape[0] < pool // 2 + 1:
-            k = min(pool - pos.shape[0], total - launched)
+        if launched < total and state.shape[1] < pool // 2 + 1:
+            k = min(pool - state.shape[1], total - launched)
             v_new = torch.arange(launched, launched + k, device=device) // photons_per_voxel
-            p_new = voxel_origins[v_new] + voxel_size * torch.rand(
-                k, 3, generator=gen, device=device, dtype=dtype
-            )
-            d_new = _isotropic(k, gen, device, dtype)
-            pos, d = torch.cat([pos, p_new]), torch.cat([d, d_new])
-            vox = torch.cat([vox, v_new])
-            age = torch.cat([age, torch.zeros(k, dtype=torch.long, device=device)])
-            from_vertex = torch.cat([from_vertex, torch.ones(k, dtype=torch.bool, device=device)])
-            scat = torch.cat([scat, torch.zeros(k, device=device, dtype=dtype)])
+            u = torch.rand(5, k, generator=gen, device=device, dtype=dtype)
+            p_new = voxel_origins[v_new].T + voxel_size[:, None] * u[:3]
+            cos_t, phi = 2.0 * u[3] - 1.0, 2.0 * math.pi * u[4]
+            sin_t = (1.0 - cos_t * cos_t).clamp_min(0.0).sqrt()
+            fresh = torch.zeros(_STATE_ROWS, k, device=device, dtype=dtype)
+            fresh[_X] = p_new
+            fresh[_D] = torch.stack([sin_t * torch.cos(phi), sin_t * torch.sin(phi), cos_t])
+            fresh[_FROM_VERTEX] = 1.0
+            state, vox = torch.cat([state, fresh], 1), torch.cat([vox, v_new])
             if nee:
                 if emission is None:
-                    s_new = pdset.direct_probability(p_new, None, inv_t)
-                else:
-                    s_new = emission[v_new]
-                score = torch.cat([score, s_new])
+                    s_new = pdset.direct_probability_rows(p_new, None, inv_t)
+                else:  # the voxel average is added once per voxel at the end
+                    s_new = torch.zeros(n_det, k, device=device, dtype=dtype)
+                score = torch.cat([score, s_new], 1)
             launched += k
-        m = pos.shape[0]
+        m = state.shape[1]
         if m == 0:
             break
-        ended = torch.zeros(m, dtype=torch.bool, device=device)
-        fates = torch.zeros(m, len(_FATES), device=device, dtype=dtype)
-
-        t_hi = torch.where(d > 0, (size - pos) / d, torch.full_like(d, big))
-        t_lo = torch.where(d < 0, -pos / d, torch.full_like(d, big))
-        t_wall, wall_axis = torch.minimum(t_hi, t_lo).min(1)
-        if inv_t > 0:
-            u = torch.rand(m, generator=gen, device=device, dtype=dtype)
-            s = -torch.log1p(-u) / inv_t
-            interact = s < t_wall
-        else:
-            s = t_wall
-            interact = torch.zeros(m, dtype=torch.bool, device=device)
-
-        # --- interactions in the bulk
-        ii = torch.nonzero(interact).flatten()
-        if ii.numel():
-            absorbed = torch.rand(ii.numel(), generator=gen, device=device, dtype=dtype) < p_abs
-            a_idx = ii[absorbed]
-            ended[a_idx] = True
-            fates[a_idx, 0] = 1.0
-            sc = ii[~absorbed]
+        rnd = torch.rand(4, m, generator=gen, device=device, dtype=dtype)
+        new, event, pd_idx = advance(state, rnd, *consts)
+        if nee:  # next-event estimation at the new scattering vertices
+            sc = torch.nonzero(event == SCATTERED).flatten()
             if sc.numel():
-                pos[sc] = pos[sc] + s[sc, None] * d[sc]
-                d_in = d[sc]
-                if nee:
-                    score[sc] += pdset.direct_probability(pos[sc], d_in, inv_t)
-                mu = sample_rayleigh_cos(
-                    torch.rand(sc.numel(), generator=gen, device=device, dtype=dtype)
-                )
-                phi = (
-                    2.0
-                    * math.pi
-                    * torch.rand(sc.numel(), generator=gen, device=device, dtype=dtype)
-                )
-                d[sc] = rotate(d_in, mu, phi)
-                from_vertex[sc] = True
-                scat[sc] += 1.0
-
-        # --- flights reaching a wall
-        wi = torch.nonzero(~interact).flatten()
-        if wi.numel():
-            ax = wall_axis[wi]
-            side = (d[wi, ax] > 0).long()
-            hit = pos[wi] + t_wall[wi, None] * d[wi]
-            hit[torch.arange(wi.numel(), device=device), ax] = size[ax] * side
-            pd = pdset.landing(hit, ax, side)
-            on_pd = pd >= 0
-            pi = wi[on_pd]
-            if pi.numel():
-                pdi = pd[on_pd]
-                eff = pdset.efficiency[pdi]
-                ended[pi] = True
-                fates[pi, 1] = 1.0 - eff
-                fates[pi, 2] = eff
-                fates[pi, 3] = 1.0
-                count = ~from_vertex[pi] if nee else torch.ones_like(pdi, dtype=torch.bool)
-                if count.any():
-                    if nee:
-                        score[pi[count], pdi[count]] += eff[count]
-                    else:  # analog: the photon's whole score is this hit
-                        one_hot = torch.zeros(int(count.sum()), n_det, device=device, dtype=dtype)
-                        rows = torch.arange(one_hot.shape[0], device=device)
-                        one_hot[rows, pdi[count]] = eff[count]
-                        flush_scores(vox[pi[count]], one_hot)
-            bare = wi[~on_pd]
-            if bare.numel():
-                if reflectivity > 0:
-                    refl = (
-                        torch.rand(bare.numel(), generator=gen, device=device, dtype=dtype)
-                        < reflectivity
-                    )
-                else:
-                    refl = torch.zeros(bare.numel(), dtype=torch.bool, device=device)
-                lost = bare[~refl]
-                ended[lost] = True
-                fates[lost, 1] = 1.0
-                rb = bare[refl]
-                if rb.numel():
-                    rax = ax[~on_pd][refl]
-                    rside = side[~on_pd][refl]
-                    pos[rb] = hit[~on_pd][refl]
-                    if reflection == "specular":
-                        dd = d[rb]
-                        dd[torch.arange(rb.numel(), device=device), rax] *= -1.0
-                        d[rb] = dd
-                    else:
-                        sign = (1 - 2 * rside).to(dtype)
-                        d[rb] = _lambertian(rax, sign, gen, device, dtype)
-                    from_vertex[rb] = False
-
-        age += 1
-        too_old = (age >= max_steps) & ~ended
+                p_sc = pdset.direct_probability_rows(new[_X][:, sc], state[_D][:, sc], inv_t)
+                score.index_add_(1, sc, p_sc)
+        hits = torch.nonzero(event == DETECTED).flatten()
+        if hits.numel():
+            pdi = pd_idx[hits]
+            eff = pdset.efficiency[pdi]
+            if nee:  # flights from a vertex were already scored in expectation
+                count = state[_FROM_VERTEX, hits] == 0
+                score[pdi[count], hits[count]] += eff[count]
+            else:  # analog: the photon's whole score is this hit
+                idx = vox[hits] * n_det + pdi
+                acc_score.index_add_(0, idx, _fixed(eff))
+                acc_sq.index_add_(0, idx, _fixed(eff * eff))
+        ended = (event != SCATTERED) & (event != REFLECTED)
+        too_old = ~ended & (new[_AGE] >= max_steps)
         if too_old.any():
+            event = torch.where(too_old, TRUNCATED, event)
             ended |= too_old
-            fates[too_old, 5] = 1.0
         done = torch.nonzero(ended).flatten()
         if done.numel():
-            fates[done, 4] = scat[done]
-            flush_fates(vox[done], fates[done])
-            if nee:
-                flush_scores(vox[done], score[done])
+            ev, v_done = event[done], vox[done]
+            is_det = ev == DETECTED
+            eff = torch.where(is_det, pdset.efficiency[pd_idx[done].clamp_min(0)], 0.0)
+            fates = torch.stack(
+                [
+                    (ev == ABSORBED).to(dtype),
+                    torch.where(is_det, 1.0 - eff, (ev == LOST).to(dtype)),
+                    eff,
+                    is_det.to(dtype),
+                    new[_SCAT, done],
+                    (ev == TRUNCATED).to(dtype),
+                ],
+                1,
+            )
+            idx = (v_done[:, None] * len(_FATES) + fate_ids).flatten()
+            acc_fate.index_add_(0, idx, _fixed(fates).flatten())
             keep = torch.nonzero(~ended).flatten()
-            pos, d, vox, age = pos[keep], d[keep], vox[keep], age[keep]
-            from_vertex, scat = from_vertex[keep], scat[keep]
+            state, vox = new[:, keep], vox[keep]
             if nee:
-                score = score[keep]
+                flush(v_done, score[:, done])
+                score = score[:, keep]
+        else:
+            state = new
 
-    out = {
-        "score": acc_score.view(n_vox, n_det).double() / scale,
-        "score_sq": acc_sq.view(n_vox, n_det).double() / scale,
-    }
+    score_sum = acc_score.view(n_vox, n_det).double() / scale
+    score_sq = acc_sq.view(n_vox, n_det).double() / scale
+    if emission is not None:
+        # every photon's score is e + x, with e the voxel average of the emission vertex and
+        # x what the walk added (tallied above): sums of (e + x) and (e + x)^2 in closed form
+        e = emission.double()
+        n = photons_per_voxel
+        score_sq = n * e * e + 2.0 * e * score_sum + score_sq
+        score_sum = n * e + score_sum
+    out = {"score": score_sum, "score_sq": score_sq}
     fate_sums = acc_fate.view(n_vox, len(_FATES)).double() / scale
     for i, k in enumerate(_FATES):
         out[k] = fate_sums[:, i]
