@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from larchain.core.geometry import Detector
+from larchain.core.geometry import WALLS, Detector, in_plane_axes
 from larchain.lut.transport import (
     FAR_FACTOR,
     MID_FACTOR,
@@ -538,14 +538,13 @@ def test_landing_cells_find_the_same_photodetector_as_testing_every_one():
     assert pdset.cells.shape[0] >= 4  # a tile corner cell lists four tiles
     g = torch.Generator().manual_seed(8)
     for wall in ("z-", "x+", "y-"):
-        axis, side = {"z-": (2, 0), "x+": (0, 1), "y-": (1, 0)}[wall]
-        ua, va = [a for a in range(3) if a != axis]
+        axis, side = WALLS[wall]
+        ua, va = in_plane_axes(axis)
         m = 200_000
         u = torch.rand(m, generator=g) * det.size[ua]
         v = torch.rand(m, generator=g) * det.size[va]
         # plus points crowding the small detectors and the tiles' shared edges
-        near = [p for p in det.photodetectors if p.wall == wall]
-        for p in near:
+        for p in (p for p in det.photodetectors if p.wall == wall):
             pu = p.center[ua] + (torch.rand(2000, generator=g) - 0.5) * 2.2 * p.half_extent[0]
             pv = p.center[va] + (torch.rand(2000, generator=g) - 0.5) * 2.2 * p.half_extent[1]
             u, v = torch.cat([u, pu]), torch.cat([v, pv])

@@ -25,7 +25,9 @@ def _interaction_probability(species: int, name: str, t0: float) -> float:
     tab = hadronic.tables()
     t = np.geomspace(0.5, t0, 20001)
     x = RangeTable.for_particle(name).range_cm(t)  # residual range at each energy
-    mu = tab.inverse_mfp_at(species, t)
+    # the inverse mean free path, linear in log T between the tabulated energies, zero below
+    mu = np.interp(np.log(t), tab.log_energies, tab.inverse_mfp()[species])
+    mu = np.where(t >= tab.energies[0], mu, 0.0)
     integral = np.sum(0.5 * (mu[1:] + mu[:-1]) * np.diff(x))
     return float(-np.expm1(-integral))
 

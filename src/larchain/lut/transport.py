@@ -124,7 +124,6 @@ class PhotodetectorSet:
         t = lambda x, dt=dtype: torch.tensor(x, device=device, dtype=dt)  # noqa: E731
         self.size = t(list(detector.size))
         self.axis = t([p.axis for p in pds], torch.long)
-        self.side = t([p.side for p in pds], torch.long)
         self.u_axis = t([p.uv_axes[0] for p in pds], torch.long)
         self.v_axis = t([p.uv_axes[1] for p in pds], torch.long)
         self.center = t([list(p.center) for p in pds])
@@ -198,14 +197,12 @@ class PhotodetectorSet:
         cell = np.array([[detector.size[a] / n for a in uv[w]] for w in range(6)])
         for k, pd in enumerate(detector.photodetectors):
             w = 2 * pd.axis + pd.side
-            lo = [
-                int(np.clip(np.floor((pd.center[a] - e) / c), 0, n - 1))
-                for a, e, c in zip(uv[w], pd.half_extent, cell[w], strict=True)
-            ]
-            hi = [
-                int(np.clip(np.floor((pd.center[a] + e) / c), 0, n - 1))
-                for a, e, c in zip(uv[w], pd.half_extent, cell[w], strict=True)
-            ]
+            centre = np.array([pd.center[a] for a in uv[w]])
+            half = np.array(pd.half_extent)
+            lo, hi = (
+                np.clip(np.floor((centre + sign * half) / cell[w]), 0, n - 1).astype(int)
+                for sign in (-1.0, 1.0)
+            )
             for iu in range(lo[0], hi[0] + 1):
                 for iv in range(lo[1], hi[1] + 1):
                     lists[(w * n + iu) * n + iv].append(k)
@@ -269,7 +266,7 @@ class PhotodetectorSet:
                 torch.tensor(x, device=self.device, dtype=self.dtype) for x in (0.1, 0.2, 0.3)
             ]
             for diffuse in (False, True):
-                _advance_fn(True)(state, rnd, self.size, *scalars, diffuse, self)
+                _advance_fn(True)(state, rnd, *scalars, diffuse, self)
 
     def local(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(u, v, h) of points [M, 3] in every detector's frame: [M, D] each."""
@@ -320,14 +317,11 @@ class PhotodetectorSet:
             d_near = None if d_in is None else d_in[:, iv]
             close = (p_near - self.center.T[:, idet]).square().sum(0) < self.mid_r2[idet]
             vals = torch.empty(len(idet), device=pos.device, dtype=pos.dtype)
-            k = torch.nonzero(~close).flatten()
-            if k.numel():
-                d_k = None if d_near is None else d_near[:, k]
-                vals[k] = self._mid(p_near[:, k], d_k, idet[k], inv)
-            k = torch.nonzero(close).flatten()
-            if k.numel():
-                d_k = None if d_near is None else _transposed(d_near[:, k])
-                vals[k] = self._near(_transposed(p_near[:, k]), d_k, idet[k], inv)
+            for sel, kernel in ((~close, self._mid), (close, self._near)):
+                k = torch.nonzero(sel).flatten()
+                if k.numel():
+                    d_k = None if d_near is None else d_near[:, k]
+                    vals[k] = kernel(p_near[:, k], d_k, idet[k], inv)
             out[idet, iv] = vals
         return out
 
@@ -407,9 +401,11 @@ class PhotodetectorSet:
         return col(self.efficiency) * omega * f, near
 
     def _near(self, pos, d_in, idet, inv_length):
-        """Direct probability for selected (near) pairs: ``pos`` [K, 3], ``d_in`` [K, 3] or
-        None, ``idet`` [K] detector index per pair. Disks: :meth:`_near_disk`; rectangles:
-        exact solid angle x face-quadrature average of (phase x attenuation)."""
+        """Direct probability for selected (near) pairs: ``pos`` [3, K], ``d_in`` [3, K] or
+        None (rows, as :meth:`_mid`), ``idet`` [K] detector index per pair. Disks:
+        :meth:`_near_disk`; rectangles: :meth:`_near_rect`. Both take points [K, 3]."""
+        pos = _transposed(pos)
+        d_in = None if d_in is None else _transposed(d_in)
         out = torch.empty(len(idet), device=pos.device, dtype=pos.dtype)
         disk = self.is_disk[idet]
         if disk.any():
@@ -640,14 +636,14 @@ def rotate_rows(d: torch.Tensor, cos_t: torch.Tensor, phi: torch.Tensor) -> torc
     )
 
 
-def _advance(state, rnd, size, inv_t, p_abs, reflectivity, diffuse: bool, pd):
+def _advance(state, rnd, inv_t, p_abs, reflectivity, diffuse: bool, pd):
     """One flight of every photon in the pool: the analog walk's step, elementwise.
 
     ``state`` [9, M] (position, direction, scatterings, from-vertex flag, age), ``rnd``
     [4, M] uniforms: flight length; absorption (in the bulk) or reflection (on a wall);
     the new direction's two angles (Rayleigh, or Lambertian after a diffuse reflection).
     Returns the new state, the event code per photon and the photodetector hit (-1)."""
-    pos, d = state[_X], state[_D]
+    pos, d, size = state[_X], state[_D], pd.size
     big = torch.finfo(state.dtype).max
     t = torch.where(d > 0, (size[:, None] - pos) / d, torch.where(d < 0, -pos / d, big))
     t_wall = torch.minimum(torch.minimum(t[0], t[1]), t[2])
@@ -764,7 +760,6 @@ def simulate(
     inv_t = inv_s + inv_a
     scalar = lambda x: torch.tensor(float(x), device=device, dtype=dtype)  # noqa: E731
     consts = (
-        pdset.size,
         scalar(inv_t),
         scalar(inv_a / inv_t if inv_t > 0 else 0.0),
         scalar(reflectivity),

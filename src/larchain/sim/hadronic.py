@@ -70,13 +70,6 @@ class HadronTables:
         mu = self.sigma_barn * BARN_CM2 * ARGON_NUCLEI_PER_CM3
         return np.ascontiguousarray(mu if enabled else np.zeros_like(mu))
 
-    def inverse_mfp_at(self, species: int, t: np.ndarray) -> np.ndarray:
-        """Inverse mean free path [1/cm] at kinetic energies ``t`` (the kernel's interpolation)."""
-        t = np.asarray(t, dtype=np.float64)
-        mu = self.inverse_mfp()[species]
-        out = np.interp(np.log(np.maximum(t, 1e-300)), self.log_energies, mu)
-        return np.where(t >= self.energies[0], out, 0.0)
-
     def sample(self, species: np.ndarray, t: np.ndarray, keys: np.ndarray, counter: np.ndarray
                ) -> tuple[np.ndarray, ...]:
         """Final states of interactions of ``species`` at kinetic energies ``t``.
