@@ -49,6 +49,9 @@ def main() -> int:
     ap.add_argument("--linearity", type=float, nargs="+", default=None,
                     help="particles.break_tracks.linearity values to compare (default: the "
                          "config's)")
+    ap.add_argument("--min-voxels", type=int, default=5,
+                    help="PID is also reported over true particles of at least this many "
+                         "voxels (particles.eval.pid_min_voxels)")
     ap.add_argument("--workers", type=int, default=2, help="Dask workers (simulation, stage 1)")
     ap.add_argument("--seed-offset", type=int, default=1000,
                     help="added to the default simulation seed (fresh events)")
@@ -105,11 +108,12 @@ def main() -> int:
                     torch.as_tensor(e.truth["semantic"].astype(np.int64)), 5).float()
         hold = [evs[i] for i in hold_ids]
         masks = [e.truth["semantic"] != LOW_ENERGY for e in hold]
-        base = M.summarise_scores([
+        base_scores = [
             M.event_scores(e.truth, B.baseline_chain(
                 e.coords.numpy().astype(np.float64), e.charge.numpy(), e.semantic.numpy(),
-                **B.DEFAULTS), m) for e, m in zip(hold, masks, strict=True)])
-        res["runs"].append(_row(classes, "baseline", 0, base, 0.0))
+                **B.DEFAULTS), m) for e, m in zip(hold, masks, strict=True)]
+        res["runs"].append(_row(classes, "baseline", 0, M.summarise_scores(base_scores), 0.0,
+                                visible=_visible(base_scores, args.min_voxels)))
         _print(res["runs"][-1])
         linearities = args.linearity or [pcfg["break_tracks"]["linearity"]]
         for n, lin, off in itertools.product(args.train, linearities, args.seeds):
@@ -126,18 +130,36 @@ def main() -> int:
                     "type": rec["particles"]["type"],
                     "primary": rec["particles"]["primary"]}, m))
             res["runs"].append(_row(classes, "learned", n, M.summarise_scores(scores),
-                                    seconds, off, lin))
+                                    seconds, off, lin, _visible(scores, args.min_voxels)))
             _print(res["runs"][-1])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
     return 0
 
 
+def _visible(scores: list[dict], min_voxels: int) -> dict:
+    """PID over the scored true particles of at least ``min_voxels`` voxels (see
+    ``particles.eval.pid_min_voxels``), from the per-particle arrays."""
+    from larchain.sim.truth import PARTICLE_TYPES
+
+    t, p, n = (np.concatenate([s["pid"][k] for s in scores])
+               for k in ("true_type", "pred_type", "n_voxels"))
+    big = n >= min_voxels
+    return {"min_voxels": min_voxels, "pid": float(np.mean(t[big] == p[big])),
+            "particles": int(big.sum()),
+            "per_class": {name: float(np.mean(p[big & (t == i)] == i))
+                          if np.any(big & (t == i)) else None
+                          for i, name in enumerate(PARTICLE_TYPES)},
+            "left_out": {name: int(np.sum(~big & (t == i)))
+                         for i, name in enumerate(PARTICLE_TYPES)}}
+
+
 def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,
-         seed_offset: int = 0, linearity: float | None = None) -> dict:
+         seed_offset: int = 0, linearity: float | None = None,
+         visible: dict | None = None) -> dict:
     from larchain.reco import metrics as M
 
-    return {"classes": classes, "chain": chain, "train_events": n_train,
+    return {"classes": classes, "chain": chain, "train_events": n_train, "pid_visible": visible,
             "seed_offset": seed_offset, "break_linearity": linearity,
             "train_seconds": seconds,
             **{f"{lv}_ari": s[lv]["ari"]["mean"] for lv in M.LEVELS},
@@ -155,6 +177,8 @@ def _print(r: dict) -> None:
     print(f"{r['classes']:7s} classes, {who:44s} ARI " + ", ".join(
         f"{lv} {r[lv + '_ari']:.3f}" for lv in M.LEVELS)
         + f"; PID {r['pid']:.3f} ({r['pid_particles']} particles){primary}"
+        + (f"; PID >= {r['pid_visible']['min_voxels']} voxels {r['pid_visible']['pid']:.3f} "
+           f"({r['pid_visible']['particles']} particles)" if r.get("pid_visible") else "")
         + (f"; trained in {r['train_seconds']:.0f} s" if r["train_seconds"] else ""),
         flush=True)
 

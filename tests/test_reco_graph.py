@@ -24,6 +24,8 @@ from larchain.reco.graph import (
     EDGE_NAMES,
     EIGEN_FRACTIONS,
     END,
+    END_ACTIVITY,
+    END_RADIUS,
     LENGTH,
     N_EDGE,
     N_GEOMETRY,
@@ -201,6 +203,39 @@ def test_cluster_features_charge_per_length_and_bragg_end():
     f = cluster_features(torch.zeros(1, 3), torch.tensor([3e4]), torch.zeros(1, dtype=torch.int64))
     np.testing.assert_allclose(f[0, DQDX_ENDS].numpy(), np.log1p([3.0, 3.0]), rtol=1e-6)
     assert f[0, DQDX] == pytest.approx(np.log1p(3.0), rel=1e-6)
+
+
+def test_cluster_features_end_activity_counts_clusters_touching_each_end():
+    """A 21-voxel track along x with its Bragg peak at x = 20, and small clusters around it:
+    two within END_RADIUS of the peak end (one at exactly the radius: inclusive), one just
+    beyond it, one at the far end. The counts and charges at each end come out as placed,
+    whichever end the axis calls start, and a cluster never counts itself."""
+    assert END_RADIUS == 3.0
+    x = np.arange(21.0)
+    track = np.stack([x, np.zeros(21), np.zeros(21)], 1)
+    pieces = [
+        (track, np.where(x >= 16, 5e4, 1e4)),
+        (np.array([[21.0, 1.0, 0.0], [22.0, 1.0, 0.0]]), np.array([2e4, 2e4])),  # 1.4 from the peak
+        (np.array([[20.0, 0.0, 3.0]]), np.array([7e4])),  # exactly END_RADIUS
+        (np.array([[20.0, -3.5, 0.0]]), np.array([9e4])),  # beyond
+        (np.array([[-1.0, 0.0, 0.0]]), np.array([3e4])),  # touches the far end
+        (np.array([[60.0, 60.0, 60.0]]), np.array([1e4])),  # alone
+    ]
+    coords = np.concatenate([c for c, _ in pieces])
+    charge = np.concatenate([q for _, q in pieces])
+    cluster = np.concatenate([np.full(len(c), k) for k, (c, _) in enumerate(pieces)])
+    for sign in (1.0, -1.0):  # the axis convention puts the peak at 'end', then at 'start'
+        f = cluster_features(torch.tensor(coords * sign), torch.tensor(charge),
+                             torch.tensor(cluster)).double().numpy()
+        n_bragg, n_far, q_bragg, q_far = f[0, END_ACTIVITY]
+        assert (n_bragg, n_far) == (2, 1)
+        assert q_bragg == pytest.approx(np.log1p((4e4 + 7e4) / 1e4), rel=1e-6)
+        assert q_far == pytest.approx(np.log1p(3.0), rel=1e-6)
+        np.testing.assert_array_equal(f[5, END_ACTIVITY], 0.0)
+        # the far-end cluster (one voxel: both ends) touches only the track
+        assert tuple(f[4, END_ACTIVITY][:2]) == (1, 1)
+        assert f[4, END_ACTIVITY][2] == pytest.approx(np.log1p(charge[cluster == 0].sum() / 1e4),
+                                                      rel=1e-6)
 
 
 def test_cluster_features_axis_sign_and_single_voxel():

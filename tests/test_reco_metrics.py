@@ -156,6 +156,14 @@ def test_summarise_two_events():
     assert s["particle"]["efficiency"]["median"] == pytest.approx(np.median(eff))
     assert s["particle"]["efficiency"]["sem"] == pytest.approx(np.std(eff, ddof=1) / np.sqrt(2))
     assert s["fragment"]["ari"]["n"] == 2
+    # PID over particles of >= 4 scored voxels: the two muons (e1's wrong, e2's right) stay;
+    # the 3-voxel protons and the 2-voxel photon are counted out by type
+    assert s["pid_visible"]["accuracy"] == s["pid"]["accuracy"]  # default: every particle
+    big = summarise_scores([e1, e2], pid_min_voxels=4)["pid_visible"]
+    assert big["min_voxels"] == 4 and big["n_particles"] == 2
+    assert big["accuracy"] == pytest.approx(1 / 2)
+    assert big["n_left_out"] == {"photon": 1, "electron": 0, "muon": 0, "pion": 0, "proton": 2}
+    assert big["confusion"][2] == [0, 0, 1, 1, 0] and sum(map(sum, big["confusion"])) == 2
 
 
 def test_summarise_empty_is_none():

@@ -32,8 +32,9 @@ def main(smk) -> None:  # noqa: ANN001
         s = result[name]
         print(f"{name:8s} ARI fragment {s['fragment']['ari']['mean']:.3f} particle "
               f"{s['particle']['ari']['mean']:.3f} interaction "
-              f"{s['interaction']['ari']['mean']:.3f}; PID accuracy {s['pid']['accuracy']}",
-              file=sys.stderr)
+              f"{s['interaction']['ari']['mean']:.3f}; PID accuracy {s['pid']['accuracy']} "
+              f"({s['pid_visible']['accuracy']} over particles of >= "
+              f"{s['pid_visible']['min_voxels']} voxels)", file=sys.stderr)
     plots.event_display({**result["display"], "voxel_size": voxel_size(sim_dir)},
                         smk.output.display)
     plots.pid_confusion(result["learned"]["pid"]["confusion"],

@@ -98,7 +98,8 @@ def baseline_event(sim_event: Mapping[str, Any], prediction: Mapping[str, Any],
 def evaluate(sim_dir: str | Path, pred_dir: str | Path, particle_dir: str | Path,
              holdout: Sequence[int], cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Scores of the learned chain and the baseline on the held-out events. Voxels whose true
-    class is low-energy are left out of the clustering scores when ``mask_low_energy``."""
+    class is low-energy are left out of the clustering scores when ``mask_low_energy``; PID
+    is also summarised over true particles of at least ``pid_min_voxels`` voxels."""
     events = storage.EventDataset(sim_dir)
     preds = storage.EventDataset(pred_dir, "predictions")
     parts = storage.EventDataset(particle_dir, "particles")
@@ -115,8 +116,9 @@ def evaluate(sim_dir: str | Path, pred_dir: str | Path, particle_dir: str | Path
         if shown is None or n_int > shown["n_interactions"]:
             shown = {"index": i, "coords": truth["coords"], "truth": truth, "learned": rec,
                      "baseline": b, "n_interactions": n_int}
-    return {"events": list(holdout), "learned": M.summarise_scores(learned),
-            "baseline": M.summarise_scores(base), "per_event": {"learned": learned,
+    k = int(cfg["pid_min_voxels"])
+    return {"events": list(holdout), "learned": M.summarise_scores(learned, k),
+            "baseline": M.summarise_scores(base, k), "per_event": {"learned": learned,
                                                                 "baseline": base},
             "display": shown}
 
