@@ -441,3 +441,31 @@ def test_graph_net_learns_toy_task():
     assert ((logit > 0).float() == label).float().mean() > 0.95
     assert (node.argmax(1) == colour).float().mean() > 0.95
     assert time.perf_counter() - t0 < 10
+
+
+def test_graph_net_gradients_are_reproducible_with_two_threads():
+    """Same weights, same graph, two torch threads: every backward pass gives the same
+    gradient bits. Nodes receive many edges each, so an unordered parallel accumulation of
+    the gathered rows' gradients (what ``h[src]``'s backward does on CPU) shows up."""
+    torch.manual_seed(0)
+    n, e = 300, 30_000
+    edges = torch.stack([torch.randint(0, n, (e,)), torch.randint(0, n, (e,))])
+    edges = edges[:, edges[0] != edges[1]]
+    x, ef = torch.randn(n, 8), torch.randn(edges.shape[1], 5)
+    net = GraphNet(8, 5, hidden=32, layers=2, node_out=(5,))
+    scorer = EdgeScorer(8, 5, hidden=32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = set()
+        for _ in range(8):
+            net.zero_grad()
+            scorer.zero_grad()
+            logit, (types,) = net(x, edges, ef)
+            (logit.square().sum() + types.square().sum() + scorer(x, edges, ef).square().sum()
+             ).backward()
+            grads = [p.grad for m in (net, scorer) for p in m.parameters()]
+            seen.add(b"".join(g.numpy().tobytes() for g in grads))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seen) == 1

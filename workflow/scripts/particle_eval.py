@@ -37,8 +37,11 @@ def main(smk) -> None:  # noqa: ANN001
               f"{s['pid_visible']['min_voxels']} voxels)", file=sys.stderr)
     plots.event_display({**result["display"], "voxel_size": voxel_size(sim_dir)},
                         smk.output.display)
+    vis = result["learned"]["pid_visible"]
     plots.pid_confusion(result["learned"]["pid"]["confusion"],
-                        result["baseline"]["pid"]["confusion"], smk.output.pid)
+                        result["baseline"]["pid"]["confusion"], smk.output.pid,
+                        visible=(vis["confusion"], result["baseline"]["pid_visible"]["confusion"],
+                                 vis["min_voxels"]))
     plots.score_distributions(tables["learned"], tables["baseline"], smk.output.scores)
     write_manifest(spec, [smk.output.metrics, smk.output.display, smk.output.pid,
                           smk.output.scores], seed=None, wall_time_s=time.perf_counter() - t0)

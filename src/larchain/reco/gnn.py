@@ -64,6 +64,14 @@ def mlp(c_in: int, hidden: int, c_out: int, layers: int = 2) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
+def _rows(h: Tensor, index: Tensor) -> Tensor:
+    """``h[index]`` for an index vector, through ``index_select``. Why: the backward of
+    ``h[index]`` is ``index_put_(accumulate=True)``, which on CPU adds rows in parallel in
+    no fixed order, so two trainings with the same seed and two threads gave different
+    weights; ``index_select``'s backward (``index_add_``) adds in a fixed order."""
+    return h.index_select(0, index)
+
+
 def _check_edges(x: Tensor, edges: Tensor, e: Tensor) -> None:
     if edges.ndim != 2 or edges.shape[0] != 2:
         raise ValueError(f"edges must be [2, E], got {tuple(edges.shape)}")
@@ -95,7 +103,7 @@ class EdgeScorer(nn.Module):
     def forward(self, x: Tensor, edges: Tensor, e: Tensor) -> Tensor:
         _check_edges(x, edges, e)
         h = self.norm_x(x)
-        hi, hj = h[edges[0]], h[edges[1]]
+        hi, hj = _rows(h, edges[0]), _rows(h, edges[1])
         z = torch.cat([hi + hj, (hi - hj).abs(), self.norm_e(e)], 1)
         return self.net(z).squeeze(1)
 
@@ -111,7 +119,7 @@ class _Layer(nn.Module):
         self.node_norm = nn.LayerNorm(hidden)
 
     def forward(self, h: Tensor, m: Tensor, src: Tensor, dst: Tensor) -> tuple[Tensor, Tensor]:
-        m = self.edge_norm(m + self.edge(torch.cat([h[src], h[dst], m], 1)))
+        m = self.edge_norm(m + self.edge(torch.cat([_rows(h, src), _rows(h, dst), m], 1)))
         n, width = h.shape
         total = h.new_zeros(n, width).index_add_(0, dst, m)
         degree = h.new_zeros(n).index_add_(0, dst, torch.ones_like(dst, dtype=h.dtype))
@@ -171,6 +179,6 @@ class GraphNet(nn.Module):
         m = self.encode_e(self.norm_e(e)).repeat(2, 1)
         for layer in self.layers:
             h, m = layer(h, m, src, dst)
-        logit = self.edge_head(torch.cat([h[src], h[dst], m], 1)).squeeze(1)
+        logit = self.edge_head(torch.cat([_rows(h, src), _rows(h, dst), m], 1)).squeeze(1)
         edge_logit = 0.5 * (logit[:n_edges] + logit[n_edges:])
         return edge_logit, [head(h) for head in self.node_heads]

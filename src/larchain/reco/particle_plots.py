@@ -53,13 +53,21 @@ def event_display(shown: Mapping[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def pid_confusion(learned: np.ndarray, baseline: np.ndarray, path: str | Path) -> Path:
-    """Row-normalised particle-ID confusion (true particles matched to predicted ones)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
-    for ax, c, title in ((axes[0], np.asarray(learned), "GNN"),
-                         (axes[1], np.asarray(baseline), "heuristic baseline")):
-        rows = [f"{t} ({int(c[k].sum())})" for k, t in enumerate(PARTICLE_TYPES)]
-        confusion_panel(ax, c, PARTICLE_TYPES, rows, title, digits=0, ylabel="true (particles)")
+def pid_confusion(learned: np.ndarray, baseline: np.ndarray, path: str | Path,
+                  visible: tuple[np.ndarray, np.ndarray, int] | None = None) -> Path:
+    """Row-normalised particle-ID confusion (true particles matched to predicted ones). With
+    ``visible`` (learned and baseline confusions over particles of at least ``min_voxels``
+    voxels, and ``min_voxels``) a second row of panels shows those."""
+    panels = [(np.asarray(learned), np.asarray(baseline), "all particles")]
+    if visible is not None:
+        panels.append((np.asarray(visible[0]), np.asarray(visible[1]),
+                       f">= {visible[2]} voxels"))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 4.8 * len(panels)), squeeze=False)
+    for row, (cl, cb, which) in enumerate(panels):
+        for ax, c, title in ((axes[row, 0], cl, "GNN"), (axes[row, 1], cb, "heuristic baseline")):
+            rows = [f"{t} ({int(c[k].sum())})" for k, t in enumerate(PARTICLE_TYPES)]
+            confusion_panel(ax, c, PARTICLE_TYPES, rows, f"{title}, {which}", digits=0,
+                            ylabel="true (particles)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
