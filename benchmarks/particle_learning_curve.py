@@ -112,8 +112,8 @@ def main() -> int:
             M.event_scores(e.truth, B.baseline_chain(
                 e.coords.numpy().astype(np.float64), e.charge.numpy(), e.semantic.numpy(),
                 **B.DEFAULTS), m) for e, m in zip(hold, masks, strict=True)]
-        res["runs"].append(_row(classes, "baseline", 0, M.summarise_scores(base_scores), 0.0,
-                                visible=_visible(base_scores, args.min_voxels)))
+        res["runs"].append(_row(classes, "baseline", 0,
+                                M.summarise_scores(base_scores, args.min_voxels), 0.0))
         _print(res["runs"][-1])
         linearities = args.linearity or [pcfg["break_tracks"]["linearity"]]
         for n, lin, off in itertools.product(args.train, linearities, args.seeds):
@@ -129,42 +129,26 @@ def main() -> int:
                     **rec["voxels"], "particle_ids": rec["particles"]["id"],
                     "type": rec["particles"]["type"],
                     "primary": rec["particles"]["primary"]}, m))
-            res["runs"].append(_row(classes, "learned", n, M.summarise_scores(scores),
-                                    seconds, off, lin, _visible(scores, args.min_voxels)))
+            res["runs"].append(_row(classes, "learned", n,
+                                    M.summarise_scores(scores, args.min_voxels), seconds, off,
+                                    lin))
             _print(res["runs"][-1])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
     return 0
 
 
-def _visible(scores: list[dict], min_voxels: int) -> dict:
-    """PID over the scored true particles of at least ``min_voxels`` voxels (see
-    ``particles.eval.pid_min_voxels``), from the per-particle arrays."""
-    from larchain.sim.truth import PARTICLE_TYPES
-
-    t, p, n = (np.concatenate([s["pid"][k] for s in scores])
-               for k in ("true_type", "pred_type", "n_voxels"))
-    big = n >= min_voxels
-    return {"min_voxels": min_voxels, "pid": float(np.mean(t[big] == p[big])),
-            "particles": int(big.sum()),
-            "per_class": {name: float(np.mean(p[big & (t == i)] == i))
-                          if np.any(big & (t == i)) else None
-                          for i, name in enumerate(PARTICLE_TYPES)},
-            "left_out": {name: int(np.sum(~big & (t == i)))
-                         for i, name in enumerate(PARTICLE_TYPES)}}
-
-
 def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,
-         seed_offset: int = 0, linearity: float | None = None,
-         visible: dict | None = None) -> dict:
+         seed_offset: int = 0, linearity: float | None = None) -> dict:
     from larchain.reco import metrics as M
 
-    return {"classes": classes, "chain": chain, "train_events": n_train, "pid_visible": visible,
+    return {"classes": classes, "chain": chain, "train_events": n_train,
             "seed_offset": seed_offset, "break_linearity": linearity,
             "train_seconds": seconds,
             **{f"{lv}_ari": s[lv]["ari"]["mean"] for lv in M.LEVELS},
             "pid": s["pid"]["accuracy"], "pid_particles": s["pid"]["n_particles"],
             "pid_per_class": {k: v["accuracy"] for k, v in s["pid"]["per_class"].items()},
+            "pid_visible": s["pid_visible"],
             "primary": s.get("primary", {}).get("accuracy")}
 
 
@@ -177,8 +161,8 @@ def _print(r: dict) -> None:
     print(f"{r['classes']:7s} classes, {who:44s} ARI " + ", ".join(
         f"{lv} {r[lv + '_ari']:.3f}" for lv in M.LEVELS)
         + f"; PID {r['pid']:.3f} ({r['pid_particles']} particles){primary}"
-        + (f"; PID >= {r['pid_visible']['min_voxels']} voxels {r['pid_visible']['pid']:.3f} "
-           f"({r['pid_visible']['particles']} particles)" if r.get("pid_visible") else "")
+        + f"; PID >= {r['pid_visible']['min_voxels']} voxels {r['pid_visible']['accuracy']:.3f} "
+          f"({r['pid_visible']['n_particles']} particles)"
         + (f"; trained in {r['train_seconds']:.0f} s" if r["train_seconds"] else ""),
         flush=True)
 
