@@ -7,10 +7,12 @@ stopping pion is indistinguishable from a muon). Its cross-sections and final st
 invented: they are taken from Geant4 (FTFP_BERT: Barashenkov-Glauber-Gribov cross-sections,
 Bertini cascade below 3 GeV) by this script, which writes
 ``src/larchain/sim/data/hadron_inelastic.npz``, the file :mod:`larchain.sim.hadronic` reads.
+pi+ and pi- are tabulated apart: on argon (18 protons, 22 neutrons) their cross-sections differ
+(the Coulomb attraction of a slow pi-; isospin at the Delta), and so do their final states.
 
 Method
 ------
-* Cross-section: mono-energetic pi+ or protons start in a 1 km cube of G4_lAr with only
+* Cross-section: mono-energetic pi+, pi- or protons start in a 1 km cube of G4_lAr with only
   decay and hadronic physics (no energy loss, no elastic scattering), so the distance to the
   first inelastic interaction is exponential with the mean free path at that energy. With
   decay competing (pions), the maximum-likelihood mean free path is the summed first-step
@@ -20,7 +22,8 @@ Method
   (isotropic in their rest frame, numpy seeded); neutrons (and any other neutral hadron) are
   not kept (they leave no charge in a TPC: their energy is bookkept as invisible); the kinetic
   energy of nuclear fragments (deuterons ... residual nucleus: ranges of millimetres) is kept
-  per interaction as a local deposit.
+  per interaction as a local deposit. Each kept product keeps its charge (pi+ and pi- are one
+  larchain species plus a charge).
 
 geant4-pybind is an optional, benchmark-only dependency. FTFP_BERT's neutron builder insists on
 reading G4PARTICLEXS files at start-up; neutrons are never tracked here, so the script points
@@ -44,10 +47,13 @@ from pathlib import Path
 import numpy as np
 
 ENERGIES_MEV = (10, 20, 30, 50, 75, 100, 150, 200, 250, 300, 400, 500, 700, 1000, 1500, 2000)
-#: Geant4 particle name -> larchain species code (larchain.sim.truth: PION 4, PROTON 5).
-INCIDENT = {"pi+": 4, "proton": 5}
+#: Geant4 particle name -> (larchain species code (larchain.sim.truth: PION 4, PROTON 5),
+#: charge). pi- last, so that the pi+ and proton tables keep their random sequence.
+INCIDENT = {"pi+": (4, 1), "proton": (5, 1), "pi-": (4, -1)}
 #: Kept products: PDG code -> larchain species (photon 0, electron 1, positron 2, pion 4, proton 5).
 KEPT = {22: 0, 11: 1, -11: 2, 211: 4, -211: 4, 2212: 5}
+#: Electric charge of the kept products (pi+ and pi- share a species; the sign is kept apart).
+CHARGE = {22: 0, 11: -1, -11: 1, 211: 1, -211: -1, 2212: 1}
 PI0 = 111
 PI0_MASS = 134.9768
 LAR_DENSITY = 1.396
@@ -166,6 +172,7 @@ def measure(n_xs: int, n_fs: int, seed: int) -> dict[str, np.ndarray]:
     offsets = np.zeros((n_sp, len(energies), n_fs + 1), dtype=np.int64)
     local = np.zeros((n_sp, len(energies), n_fs))
     codes: list[int] = []
+    charges: list[int] = []
     kes: list[float] = []
     dirs: list[np.ndarray] = []
     for a, name in enumerate(INCIDENT):
@@ -187,18 +194,23 @@ def measure(n_xs: int, n_fs: int, seed: int) -> dict[str, np.ndarray]:
                     d = np.asarray(d, dtype=np.float64)
                     if pdg in KEPT:
                         codes.append(KEPT[pdg]), kes.append(ke), dirs.append(d)
+                        charges.append(CHARGE[pdg])
                     elif pdg == PI0:
                         for e_ph, d_ph in _decay_pi0(ke, d, rng):
                             codes.append(0), kes.append(e_ph), dirs.append(d_ph)
+                            charges.append(0)
                     elif abs(pdg) > 1_000_000_000:  # ions, deuterons included
                         local[a, b, k] += ke  # nuclear fragments stop within millimetres
             offsets[a, b, n_fs] = len(codes)
             print(f"{name:7s} {t:7.0f} MeV  sigma {sigma[a, b]:.4f} +- {sigma_err[a, b]:.4f} b"
                   f"  ({n_inel} interactions)", flush=True)
     return {
-        "energies": energies, "species": np.array(list(INCIDENT.values()), dtype=np.int64),
+        "energies": energies,
+        "species": np.array([sp for sp, _ in INCIDENT.values()], dtype=np.int64),
+        "charge": np.array([q for _, q in INCIDENT.values()], dtype=np.int64),
         "sigma_barn": sigma, "sigma_err_barn": sigma_err, "offsets": offsets,
         "local_energy": local.astype(np.float32), "product_species": np.array(codes, dtype=np.int8),
+        "product_charge": np.array(charges, dtype=np.int8),
         "product_energy": np.array(kes, dtype=np.float32),
         "product_direction": np.array(dirs, dtype=np.float32).reshape(-1, 3),
         "geant4": np.array(g.G4Version if isinstance(g.G4Version, str) else "geant4"),

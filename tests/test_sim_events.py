@@ -31,11 +31,13 @@ BIG = (400.0, 400.0, 800.0)
 
 
 def shoot(species: int, energy: float, n: int, size=BIG, start=None, direction=(0, 0, 1.0),
-          seed: int = 99, **settings):
-    """Transport n identical primaries (one event each) in a LAr box."""
+          seed: int = 99, charge: int | None = None, **settings):
+    """Transport n identical primaries (one event each) in a LAr box (charge: the species'
+    default, mu+ and pi+, unless given)."""
     start = start if start is not None else (size[0] / 2, size[1] / 2, 50.0)
     table = T.TrackTable()
-    rows = table.add(
+    extra = {} if charge is None else {"charge": np.full(n, charge)}
+    rows = table.add(**extra,
         event=np.arange(n), interaction=np.zeros(n, int), species=np.full(n, species),
         process=np.zeros(n), parent=np.full(n, -1), group=np.full(n, -1),
         fragment=np.full(n, -1), semantic=np.zeros(n), primary=np.ones(n, bool),

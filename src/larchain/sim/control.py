@@ -4,7 +4,8 @@
   cathode x = size_x) with a known start time t0: charge versus drift time gives the
   lifetime and the drift velocity, hit width versus drift time the diffusion.
 * ``stopping_muons`` and ``stopping_protons``: end inside the volume, so dE/dx is known from
-  the residual range (recombination), and muons give Michel electrons.
+  the residual range (recombination). The muons are mu+, so every one gives a Michel
+  electron (a mu- would be captured by a nucleus three times out of four).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def control_event(sample: str, cfg: Mapping[str, Any], size: np.ndarray, seed: i
         exit_ = np.array([size[0] - 1e-6, *g.uniform(lo[1:], hi[1:])])
         d = (exit_ - entry) / np.linalg.norm(exit_ - entry)
         energy = log_uniform(g, cfg["crossing_energy"])
-        out.add(local, 0, T.MUON, entry, d, energy, time=t0)
+        out.add(local, 0, T.MUON, entry, d, energy, time=t0, charge=1)
         vertex = entry
     else:
         species = T.MUON if sample == "stopping_muons" else T.PROTON
@@ -53,6 +54,6 @@ def control_event(sample: str, cfg: Mapping[str, Any], size: np.ndarray, seed: i
         table = RangeTable.for_particle(name)
         length = min(float(table.range_cm(energy)), room)
         energy = float(table.kinetic_at_range(length))
-        out.add(local, 0, species, end - length * d, d, energy, time=t0)
+        out.add(local, 0, species, end - length * d, d, energy, time=t0, charge=1)
         vertex = end - length * d
     out.interactions.append(dict(event=local, id=0, kind="control", vertex=vertex, time=t0))

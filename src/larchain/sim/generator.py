@@ -5,10 +5,14 @@ the fiducial volume; a lepton: muon (CC nu_mu-like), electron (CC nu_e-like) or 
 (NC-like); Poisson numbers of protons, charged pions, pi0 -> two photons and soft
 de-excitation photons, isotropic) plus ``Poisson(cosmics.mean)`` cosmic-like muons entering
 through the top wall with a cos^2 zenith distribution (through-going or stopping, depending
-on their energy). Energies are log-uniform in the configured ranges (kinetic, MeV).
+on their energy). Energies are log-uniform in the configured ranges (kinetic, MeV). Muons and
+charged pions are negative with the configured ``negative_fraction`` (neutrino beams make
+mostly mu- and pi+; cosmic muons at sea level are 44% mu-, mu+/mu- = 1.27): what happens
+where they stop depends on it (:mod:`larchain.sim.capture`).
 
 Generation uses one numpy Generator per event seeded from (seed, event index), so the event
-does not depend on which shard or worker makes it.
+does not depend on which shard or worker makes it; the charge signs come from a second one, so
+the kinematics do not depend on the sign fractions.
 """
 
 from __future__ import annotations
@@ -54,10 +58,13 @@ class Primaries:
 
     def add(self, event: int, interaction: int, species: int, pos: np.ndarray,
             direction: np.ndarray, energy: float, time: float = 0.0,
-            semantic: int | None = None) -> None:
+            semantic: int | None = None, charge: int | None = None) -> None:
         if semantic is None:
             semantic = T.TRACK if species in (T.MUON, T.PION, T.PROTON) else T.SHOWER
+        if charge is None:
+            charge = int(T.CHARGE_OF_SPECIES[species])
         self.rows.append(dict(event=event, interaction=interaction, species=species,
+                              charge=charge,
                               start=np.asarray(pos, float), direction=np.asarray(direction, float),
                               energy=float(energy), time=float(time), semantic=semantic))
 
@@ -76,7 +83,8 @@ class Primaries:
         keys = hashrng.derive(root, index_in_event) if n else np.zeros(0, np.uint64)
         return dict(
             event=ev, interaction=np.array([r["interaction"] for r in self.rows], np.int64),
-            species=species, process=np.full(n, T.PRIMARY, np.int8), parent=np.full(n, -1),
+            species=species, charge=np.array([r["charge"] for r in self.rows], np.int8),
+            process=np.full(n, T.PRIMARY, np.int8), parent=np.full(n, -1),
             group=np.full(n, -1), fragment=np.full(n, -1), semantic=semantic,
             primary=np.ones(n, bool), key=keys.reshape(n),
             start=np.array([r["start"] for r in self.rows]).reshape(n, 3),
@@ -85,9 +93,15 @@ class Primaries:
         )
 
 
+def _sign(gq: np.random.Generator, negative_fraction: float) -> int:
+    return -1 if gq.uniform() < negative_fraction else 1
+
+
 def neutrino_interaction(g: np.random.Generator, cfg: Mapping[str, Any], vertex: np.ndarray,
-                         out: Primaries, event: int, interaction: int) -> None:
-    """A neutrino-like final state at ``vertex``."""
+                         out: Primaries, event: int, interaction: int,
+                         gq: np.random.Generator) -> None:
+    """A neutrino-like final state at ``vertex`` (charge signs drawn from ``gq``)."""
+    negative = cfg["negative_fraction"]
     probs = cfg["lepton"]
     kinds = ["muon", "electron", "none"]
     p = np.array([probs[k] for k in kinds], dtype=float)
@@ -95,12 +109,14 @@ def neutrino_interaction(g: np.random.Generator, cfg: Mapping[str, Any], vertex:
     if lepton != "none":
         species = T.MUON if lepton == "muon" else T.ELECTRON
         d = _forward(g, 1, float(cfg["lepton_min_cos"]))[0]
+        charge = _sign(gq, negative["muon"]) if species == T.MUON else -1
         out.add(event, interaction, species, vertex, d,
-                log_uniform(g, cfg[f"{lepton}_energy"]))
+                log_uniform(g, cfg[f"{lepton}_energy"]), charge=charge)
     for name, species in (("protons", T.PROTON), ("pions", T.PION)):
         n = g.poisson(cfg[name]["mean"])
         for d, e in zip(_isotropic(g, n), log_uniform(g, cfg[name]["energy"], n), strict=True):
-            out.add(event, interaction, species, vertex, d, e)
+            charge = _sign(gq, negative["pion"]) if species == T.PION else 1
+            out.add(event, interaction, species, vertex, d, e, charge=charge)
     # pi0 -> gamma gamma: isotropic decay in the pi0 rest frame, boosted
     for _ in range(g.poisson(cfg["pi0"]["mean"])):
         t_pi = log_uniform(g, cfg["pi0"]["energy"])
@@ -125,14 +141,16 @@ def neutrino_interaction(g: np.random.Generator, cfg: Mapping[str, Any], vertex:
 
 
 def cosmic_muon(g: np.random.Generator, cfg: Mapping[str, Any], size: np.ndarray,
-                out: Primaries, event: int, interaction: int) -> np.ndarray:
+                out: Primaries, event: int, interaction: int,
+                gq: np.random.Generator) -> np.ndarray:
     """A muon entering through the top wall (y = size_y), cos^2 zenith distribution."""
     cos_z = g.uniform(0, 1) ** (1.0 / 3.0)  # pdf ~ cos^2 on [0, 1]
     phi = g.uniform(0, 2 * np.pi)
     s = np.sqrt(1 - cos_z**2)
     d = np.array([s * np.cos(phi), -cos_z, s * np.sin(phi)])
     start = np.array([g.uniform(0, size[0]), size[1] * (1 - 1e-9), g.uniform(0, size[2])])
-    out.add(event, interaction, T.MUON, start, d, log_uniform(g, cfg["energy"]))
+    out.add(event, interaction, T.MUON, start, d, log_uniform(g, cfg["energy"]),
+            charge=_sign(gq, cfg["negative_fraction"]))
     return start
 
 
@@ -140,6 +158,7 @@ def generate_event(cfg: Mapping[str, Any], size: np.ndarray, seed: int, event_in
                    local_event: int, out: Primaries) -> None:
     """Append event ``event_index``'s primaries (numbered ``local_event`` in the batch)."""
     g = np.random.default_rng(np.random.SeedSequence([int(seed), int(event_index), 1]))
+    gq = np.random.default_rng(np.random.SeedSequence([int(seed), int(event_index), 3]))
     nu = cfg["neutrino"]
     margin = float(cfg["fiducial_margin"])
     lo, hi = np.full(3, margin), size - margin
@@ -147,11 +166,11 @@ def generate_event(cfg: Mapping[str, Any], size: np.ndarray, seed: int, event_in
     inter = 0
     for _ in range(n_nu):
         vertex = g.uniform(lo, hi)
-        neutrino_interaction(g, nu, vertex, out, local_event, inter)
+        neutrino_interaction(g, nu, vertex, out, local_event, inter, gq)
         out.interactions.append(dict(event=local_event, id=inter, kind="neutrino", vertex=vertex))
         inter += 1
     for _ in range(g.poisson(cfg["cosmics"]["mean"])):
-        start = cosmic_muon(g, cfg["cosmics"], size, out, local_event, inter)
+        start = cosmic_muon(g, cfg["cosmics"], size, out, local_event, inter, gq)
         out.interactions.append(dict(event=local_event, id=inter, kind="cosmic", vertex=start))
         inter += 1
 

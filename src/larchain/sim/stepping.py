@@ -130,21 +130,22 @@ def _rotate(d, cos_t, phi, out):  # noqa: ANN001, ANN202
 
 @_jit
 def step_charged(
-    species, pos, direction, energy, keys, lt, lr, mass, size, consts, h_lt, h_mu,
+    species, pos, direction, energy, keys, lt, lr, mass, size, consts, h_lt, h_mu, h_row,
     dep_pos, dep_de, dep_dx, dep_part, sec_part, sec_kind, sec_step, sec_pos, sec_dir,
     sec_energy, end_pos, escaped, stopped, first,
 ):  # noqa: ANN001, ANN201
     """Transport particles ``first..`` until each stops or leaves, or an output buffer fills.
 
     ``consts`` = (step, delta_threshold, brems_threshold, electron_cut, max_steps, X0,
-    delta-ray prefactor K Z/A rho / 2, m_e, m_mu); ``h_mu[species]`` the inverse inelastic
-    mean free paths on the log-energy grid ``h_lt`` (all zero: no hadronic interactions; see
-    :mod:`larchain.sim.hadronic`). A particle that interacts ends at the end of that step with
-    a HADRONIC secondary holding its kinetic energy. Returns ``(next particle, deposits written,
-    secondaries written)``: a particle that would overflow a buffer is rolled back, so the
-    caller empties the buffers (growing them if no particle fitted) and calls again from
-    ``next``; ``next = -1`` means a particle exceeded ``max_steps``. Deposits and secondaries
-    come particle by particle, step by step (at most one secondary per step).
+    delta-ray prefactor K Z/A rho / 2, m_e, m_mu); ``h_mu[h_row[i]]`` the inverse inelastic
+    mean free paths of particle ``i`` on the log-energy grid ``h_lt`` (all zero: no hadronic
+    interactions; rows: :func:`larchain.sim.hadronic.table_rows`). A particle that interacts
+    ends at the end of that step with a HADRONIC secondary holding its kinetic energy.
+    Returns ``(next particle, deposits written, secondaries written)``: a particle that
+    would overflow a buffer is rolled back, so the caller empties the buffers (growing them
+    if no particle fitted) and calls again from ``next``; ``next = -1`` means a particle
+    exceeded ``max_steps``. Deposits and secondaries come particle by particle, step by step
+    (at most one secondary per step).
     """
     step, tcut, kmin, e_cut = consts[0], consts[1], consts[2], consts[3]
     max_steps, x0, pref0, me, m_mu = int(consts[4]), consts[5], consts[6], consts[7], consts[8]
@@ -225,7 +226,7 @@ def step_charged(
                     for a in range(3):
                         nd[a] = d[a]
                     kind, e_sec, u = BREMS, kph, uniform(key, n, _S_SEC + 8)
-            mu_h = _hadron_mu(h_lt, h_mu, s, ke)
+            mu_h = _hadron_mu(h_lt, h_mu, h_row[i], ke)
             if (kind < 0 and mu_h > 0.0 and not leaving
                     and uniform(key, n, _S_HADRON) < -math.expm1(-mu_h * ds)):
                 for a in range(3):

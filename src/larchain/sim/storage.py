@@ -8,10 +8,12 @@ slice ``[offset[e], offset[e+1])`` of that table::
     events/      index [E] (global event number), voxel_offset, particle_offset,
                  interaction_offset, deposit_offset [E+1], pe, pe_expected [E, D],
                  deposited_energy, escaped_energy [E] (MeV; escaped also holds the energy of
-                 hadronic interactions that no tracked product carries: neutrons, binding)
+                 hadronic interactions that no tracked product carries: neutrons, binding,
+                 less the rest energy that absorbed pions and captured mu- release)
     voxels/      coords [M, 3] int32 (voxel indices; x from drift time), charge [M] (electrons),
                  semantic, fragment, particle, interaction, particle_type, primary [M]
-    particles/   id, interaction, parent, pdg, type, primary, process, semantic, start, end,
+    particles/   id, interaction, parent, pdg (signed: mu+ -13, pi- -211), type, primary,
+                 process (index into attrs processes), semantic, start, end,
                  momentum [P, 3] (MeV/c), energy (kinetic, MeV), deposited_energy, time, n_voxels
     interactions/ id, kind, vertex [I, 3], energy (sum of primary kinetic energies), time
     deposits/    (control samples only) pos [N, 3], de, dx, time, particle, semantic

@@ -13,8 +13,10 @@ short steps; this keeps the summed variance equal to Highland's at X0). Discrete
 * electrons and positrons: bremsstrahlung photons above ``brems_threshold`` (complete
   screening spectrum (4/3 - 4/3 y + y^2)/y per radiation length); softer radiation is
   deposited locally, so energy is conserved;
-* stopping muons decay to a Michel electron (mu+ spectrum; mu- capture is not simulated),
-  stopping pions to a 4.1 MeV muon, stopping positrons annihilate into two 511 keV photons;
+* a stopping mu+ decays to a Michel electron, a stopping pi+ to a 4.1 MeV mu+, a stopping
+  positron annihilates into two 511 keV photons; a stopping mu- is captured by a nucleus or
+  decays in orbit and a stopping pi- is captured, with final states from Geant4
+  (:mod:`larchain.sim.capture`);
 * with ``hadron_interactions``, pions and protons interact inelastically with argon nuclei in
   flight (Geant4 cross-sections and final states, :mod:`larchain.sim.hadronic`): the particle
   ends there and its products (protons, pions, photons, electrons) are transported in turn.
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from larchain.core import constants as C
-from larchain.sim import hadronic, rng, stepping
+from larchain.sim import capture, hadronic, rng, stepping
 from larchain.sim import truth as T
 from larchain.sim.stopping import RangeTable
 
@@ -249,6 +251,7 @@ class Transport:
         self.hadrons = hadronic.tables()
         self._h_lt = np.ascontiguousarray(self.hadrons.log_energies)
         self._h_mu = self.hadrons.inverse_mfp(settings.hadron_interactions)
+        self.captures = capture.tables()
 
     # ------------------------------------------------------------------ driver
     def run(self, table: T.TrackTable, rows: np.ndarray, deposits: DepositList) -> None:
@@ -268,12 +271,16 @@ class Transport:
     def _children(self, table: T.TrackTable, parent: np.ndarray, species: np.ndarray,
                   process: int, pos: np.ndarray, direction: np.ndarray, energy: np.ndarray,
                   time: np.ndarray, keys: np.ndarray, new_group: bool, semantic: np.ndarray,
-                  fragment: np.ndarray | None = None) -> np.ndarray:
+                  fragment: np.ndarray | None = None, charge: np.ndarray | None = None
+                  ) -> np.ndarray:
         if len(parent) == 0:
             return np.zeros(0, np.int64)
+        if charge is None:
+            charge = T.CHARGE_OF_SPECIES[species]
         return table.add(
             event=table["event"][parent], interaction=table["interaction"][parent],
-            species=species, process=np.full(len(parent), process), parent=parent,
+            species=species, charge=charge, process=np.full(len(parent), process),
+            parent=parent,
             group=np.full(len(parent), -1) if new_group else table["group"][parent],
             fragment=np.full(len(parent), -1) if fragment is None else fragment,
             semantic=semantic, primary=np.zeros(len(parent), bool), key=keys, start=pos,
@@ -286,6 +293,8 @@ class Transport:
         create their secondaries: delta rays, bremsstrahlung photons and decay products."""
         s = self.s
         species = table["species"][rows].astype(np.int64)
+        charge = table["charge"][rows].astype(np.int64)
+        h_row = np.ascontiguousarray(hadronic.table_rows(species, charge))
         pos = np.ascontiguousarray(table["start"][rows], dtype=np.float64)
         d = np.ascontiguousarray(table["direction"][rows], dtype=np.float64)
         keys = np.ascontiguousarray(table["key"][rows], dtype=np.uint64)
@@ -305,7 +314,7 @@ class Transport:
                    np.empty((cap, 3)), np.empty((cap, 3)), np.empty(cap))
             nxt, n_dep, n_sec = stepping.step_charged(
                 species, pos, d, energy, keys, tb.lt, tb.lr, tb.mass, self.size, self._consts,
-                self._h_lt, self._h_mu, *buf, end, escaped, stopped, first)
+                self._h_lt, self._h_mu, h_row, *buf, end, escaped, stopped, first)
             if nxt < 0:
                 raise RuntimeError(f"transport did not finish in {s.max_steps} steps")
             if nxt == first:  # not even one particle fitted: bigger buffers
@@ -336,20 +345,20 @@ class Transport:
         hd = np.flatnonzero(kind == stepping.HADRONIC)
         if len(hd):
             j = sec_i[hd]
-            created.append(self._hadronic(table, rows[j], species[j], sec_pos[hd], sec_dir[hd],
+            created.append(self._hadronic(table, rows[j], h_row[j], sec_pos[hd], sec_dir[hd],
                                           sec_e[hd], t[j], keys[j], step_n[hd], deposits))
         stop = np.flatnonzero(stopped)
-        created.append(self._at_rest(table, rows[stop], species[stop], end[stop], t[stop],
-                                     keys[stop]))
+        created.append(self._at_rest(table, rows[stop], species[stop], charge[stop], end[stop],
+                                     t[stop], keys[stop], deposits))
         return np.concatenate(created) if created else np.zeros(0, np.int64)
 
-    def _hadronic(self, table: T.TrackTable, rows: np.ndarray, species: np.ndarray,
+    def _hadronic(self, table: T.TrackTable, rows: np.ndarray, h_row: np.ndarray,
                   pos: np.ndarray, d: np.ndarray, t_kin: np.ndarray, time: np.ndarray,
                   keys: np.ndarray, step_n: np.ndarray, deposits: DepositList) -> np.ndarray:
         """Inelastic interactions at ``pos``: each product is a new particle (not primary) of
         the same interaction; nuclear fragments deposit on the spot; the rest of the energy
         (neutrons, binding, less a released pion mass) is the parent's ``escaped``."""
-        owner, sp, energy, local_dir, local = self.hadrons.sample(species, t_kin, keys, step_n)
+        owner, sp, q, energy, local_dir, local = self.hadrons.sample(h_row, t_kin, keys, step_n)
         deposits.add(pos, local, np.full(len(rows), self.s.step), time, rows)
         given = np.bincount(owner, weights=energy, minlength=len(rows)) + local
         table.set("escaped", rows, t_kin - given)
@@ -360,11 +369,11 @@ class Transport:
         semantic = np.where(np.isin(sp, (T.PION, T.PROTON)), T.TRACK, T.SHOWER).astype(np.int8)
         return self._children(
             table, rows[owner], sp, T.HADRONIC, pos[owner], direction, energy, time[owner],
-            rng.derive(keys[owner], step_n[owner], 3 * 10**6 + rank), True, semantic)
+            rng.derive(keys[owner], step_n[owner], 3 * 10**6 + rank), True, semantic, charge=q)
 
-    def _at_rest(self, table, rows, species, pos, t, keys):  # noqa: ANN001, ANN202
+    def _at_rest(self, table, rows, species, charge, pos, t, keys, deposits):  # noqa: ANN001, ANN202
         out = []
-        mu = species == T.MUON
+        mu = (species == T.MUON) & (charge > 0)
         if mu.any():
             k = keys[mu]
             # Michel spectrum of mu+ decay at rest: x^2 (3 - 2x), x = E / (m_mu / 2)
@@ -384,7 +393,7 @@ class Transport:
                 isotropic(k, 10**6, 3), e_kin, t[mu] + dt, rng.derive(k, 10**6, 3), True,
                 np.full(mu.sum(), T.MICHEL),
             ))
-        pi = species == T.PION
+        pi = (species == T.PION) & (charge > 0)
         if pi.any():
             k = keys[pi]
             dt = -PION_LIFETIME_US * np.log(rng.uniform(k, 10**6, 4))
@@ -392,7 +401,12 @@ class Transport:
                 table, rows[pi], np.full(pi.sum(), T.MUON), T.DECAY, pos[pi],
                 isotropic(k, 10**6, 5), np.full(pi.sum(), PION_DECAY_MUON_T), t[pi] + dt,
                 rng.derive(k, 10**6, 4), True, np.full(pi.sum(), T.TRACK),
+                charge=np.ones(pi.sum(), np.int8),
             ))
+        captured = np.isin(species, (T.MUON, T.PION)) & (charge < 0)
+        if captured.any():
+            out.append(self._captures(table, rows[captured], species[captured], pos[captured],
+                                      t[captured], keys[captured], deposits))
         ep = species == T.POSITRON
         if ep.any():
             k = keys[ep]
@@ -406,6 +420,44 @@ class Transport:
                 table["semantic"][both_rows],
             ))
         return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def _captures(self, table: T.TrackTable, rows: np.ndarray, species: np.ndarray,
+                  pos: np.ndarray, t: np.ndarray, keys: np.ndarray,
+                  deposits: DepositList) -> np.ndarray:
+        """Stopped mu- and pi- (:mod:`larchain.sim.capture`): each product is a new particle
+        of the same interaction, starting after the final state's delay. A mu- decay in orbit
+        makes a Michel electron (process ``decay``); capture products (process ``capture``)
+        are tracks (protons, pions) or low-energy activity (de-excitation photons, electrons).
+        Fragments and soft X-rays deposit on the spot.
+
+        Energy: as for a pion absorbed in flight (:meth:`_hadronic`), what the capture gives
+        to fragments and products comes out of the rest mass, so it is booked as negative
+        ``escaped`` of the stopped particle; a decay electron counts as a decay product."""
+        which = np.where(species == T.MUON, capture.MU_MINUS, capture.PI_MINUS)
+        fs = self.captures.sample(which, keys)
+        deposits.add(pos, fs["local"], np.full(len(rows), self.s.step), t + fs["delay"], rows)
+        owner, sp = fs["owner"], fs["species"]
+        # the decay electron of a decay in orbit: its final state's most energetic electron
+        electron = fs["decay_in_orbit"][owner] & (sp == T.ELECTRON)
+        top = np.full(len(rows), -1.0)
+        np.maximum.at(top, owner[electron], fs["energy"][electron])
+        dio = electron & (fs["energy"] == top[owner])
+        given = np.bincount(owner[~dio], weights=fs["energy"][~dio], minlength=len(rows))
+        table.set("escaped", rows, -(fs["local"] + given))
+        if not len(owner):
+            return np.zeros(0, np.int64)
+        track = np.isin(sp, (T.PION, T.PROTON))
+        semantic = np.where(dio, T.MICHEL, np.where(track, T.TRACK, T.LOW_ENERGY)).astype(np.int8)
+        rank = np.arange(len(owner)) - np.searchsorted(owner, owner)
+        kids = []
+        for process, sel in ((T.DECAY, dio), (T.CAPTURE, ~dio)):
+            o = owner[sel]
+            kids.append(self._children(
+                table, rows[o], sp[sel], process, pos[o], fs["direction"][sel],
+                fs["energy"][sel], t[o] + fs["delay"][o],
+                rng.derive(keys[o], capture.AT_REST_COUNTER, 7 * 10**6 + rank[sel]), True,
+                semantic[sel], charge=fs["charge"][sel]))
+        return np.concatenate(kids)
 
     # ---------------------------------------------------------------- photons
     def photons(self, table: T.TrackTable, rows: np.ndarray, deposits: DepositList) -> np.ndarray:

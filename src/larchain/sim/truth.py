@@ -21,22 +21,38 @@ PHOTON, ELECTRON, POSITRON, MUON, PION, PROTON = range(6)
 #: Particle-type labels (what reconstruction's particle ID predicts) per species.
 PARTICLE_TYPES = ("photon", "electron", "muon", "pion", "proton")
 TYPE_OF_SPECIES = np.array([0, 1, 1, 2, 3, 4], dtype=np.int8)
-#: PDG codes per species (mu-, pi+ convention; charge signs are not simulated).
-PDG_OF_SPECIES = np.array([22, 11, -11, 13, 211, 2212], dtype=np.int32)
+#: Charge per species where the species fixes it; muons and pions carry their sign in the
+#: ``charge`` column (these are the defaults of rows added without one: mu+, pi+).
+CHARGE_OF_SPECIES = np.array([0, -1, 1, 1, 1, 1], dtype=np.int8)
+#: PDG codes of the particle (not antiparticle) of each species.
+_PDG_PARTICLE = np.array([22, 11, 11, 13, 211, 2212], dtype=np.int32)
+
+
+def pdg_codes(species: np.ndarray, charge: np.ndarray) -> np.ndarray:
+    """Signed PDG codes: e+ -11, mu+ -13, pi- -211 (leptons are negative particles, pions
+    positive)."""
+    species = np.asarray(species, dtype=np.int64)
+    code = _PDG_PARTICLE[species]
+    lepton = np.isin(species, (ELECTRON, POSITRON, MUON))
+    anti = np.where(lepton, np.asarray(charge) > 0, np.asarray(charge) < 0)
+    return np.where(anti, -code, code).astype(np.int32)
+
+
 #: Name of the stopping-power table per charged species.
 STOPPING_NAME = {ELECTRON: "electron", POSITRON: "electron", MUON: "muon", PION: "pion",
                  PROTON: "proton"}
 
 #: Creation processes.
 PROCESSES = ("primary", "decay", "delta", "brems", "compton", "conversion", "photoelectric",
-             "annihilation", "hadronic")
+             "annihilation", "hadronic", "capture")
 (PRIMARY, DECAY, DELTA_RAY, BREMS, COMPTON, CONVERSION, PHOTOELECTRIC, ANNIHILATION,
- HADRONIC) = range(9)
+ HADRONIC, CAPTURE) = range(10)
 
 _COLUMNS: dict[str, tuple[type, tuple[int, ...]]] = {
     "event": (np.int64, ()),
     "interaction": (np.int64, ()),
     "species": (np.int8, ()),
+    "charge": (np.int8, ()),
     "process": (np.int8, ()),
     "parent": (np.int64, ()),
     "group": (np.int64, ()),
@@ -67,8 +83,9 @@ class TrackTable:
         return self.n
 
     def add(self, **columns: np.ndarray) -> np.ndarray:
-        """Append rows; ``group``/``fragment`` equal to -1 mean "this row itself".
-        Returns the new row indices."""
+        """Append rows; ``group``/``fragment`` equal to -1 mean "this row itself"; without a
+        ``charge`` column the species' default (:data:`CHARGE_OF_SPECIES`). Returns the new
+        row indices."""
         m = len(columns["event"])
         need = self.n + m
         cap = len(self._cols["event"])
@@ -81,6 +98,8 @@ class TrackTable:
         rows = np.arange(self.n, need)
         for k, v in columns.items():
             self._cols[k][rows] = v
+        if "charge" not in columns:
+            self._cols["charge"][rows] = CHARGE_OF_SPECIES[self._cols["species"][rows]]
         for k in ("group", "fragment"):
             col = self._cols[k]
             col[rows] = np.where(col[rows] < 0, rows, col[rows])
