@@ -29,6 +29,8 @@ from larchain.reco.graph import (
     LENGTH,
     N_EDGE,
     N_GEOMETRY,
+    RR_EDGES,
+    RR_PROFILE,
     START,
     closest_points,
     cluster_features,
@@ -236,6 +238,27 @@ def test_cluster_features_end_activity_counts_clusters_touching_each_end():
         assert tuple(f[4, END_ACTIVITY][:2]) == (1, 1)
         assert f[4, END_ACTIVITY][2] == pytest.approx(np.log1p(charge[cluster == 0].sum() / 1e4),
                                                       rel=1e-6)
+
+
+def test_cluster_features_charge_profile_from_the_bragg_end():
+    """The 21-voxel track of the test above (Bragg peak at x = 20): charge per voxel of
+    distance in each RR_EDGES bin, counted from the peak end whichever end the axis calls
+    start; the last bin is reached only in part (8 of its 12 voxels). A lone voxel has its
+    charge in the first bin and nothing beyond."""
+    assert RR_EDGES == (0.0, 3.0, 6.0, 12.0, 24.0)
+    x = np.arange(21.0)
+    track = np.stack([x, np.zeros(21), np.zeros(21)], 1)
+    q_track = np.where(x >= 16, 5e4, 1e4)
+    coords = np.concatenate([track, [[50.0, 50.0, 50.0]]])
+    charge = np.concatenate([q_track, [2e4]])
+    cluster = np.array([0] * 21 + [1])
+    # distances 0-2: x = 18-20; 3-5: x = 15-17; 6-11: x = 9-14; 12-20: x = 0-8
+    expect = np.log1p(np.array([15e4 / 4, 11e4 / 4, 6e4 / 7, 9e4 / 9]) / 1e4)
+    for sign in (1.0, -1.0):
+        f = cluster_features(torch.tensor(coords * sign), torch.tensor(charge),
+                             torch.tensor(cluster)).double().numpy()
+        np.testing.assert_allclose(f[0, RR_PROFILE], expect, rtol=1e-6)
+        np.testing.assert_allclose(f[1, RR_PROFILE], [np.log1p(2.0), 0, 0, 0], rtol=1e-6)
 
 
 def test_cluster_features_axis_sign_and_single_voxel():

@@ -16,8 +16,9 @@ CODE_VERSION = "1"
 #: Bump when inference output changes (2: decoder features stored per voxel).
 INFER_CODE_VERSION = "2"
 #: Bump when the particle-level chain (fragments, particles, interactions) changes (3: dQ/dx
-#: node features, particle types restricted by semantic class; 4: end-activity node features).
-PARTICLES_CODE_VERSION = "4"
+#: node features, particle types restricted by semantic class; 4: end-activity node features;
+#: 5: charge profile from the Bragg end).
+PARTICLES_CODE_VERSION = "5"
 #: The model artifact reads the whole ``reco`` section ...
 CONFIG_KEYS = ("reco",)
 #: ... except where it trains and the options of the later rules.

@@ -48,7 +48,12 @@ column      name               meaning (units)
 28          ``n_touch_far``    the same at the other end
 29          ``log_q_touch_*``  ``log1p(summed total charge of those clusters / 1e4)``,
 30                             at the Bragg end, then at the other end
-31-...      ``extra_k``        per-cluster mean of the K ``extra`` per-voxel columns
+31-34       ``log_dqdx_rr_*``  charge profile from the Bragg end: ``log1p(charge of the
+                               voxels at a distance in [a, b) of column 27's end voxel /
+                               (the part of [a, b) the cluster reaches + 1) / 1e4)``, for
+                               ``RR_EDGES`` [a, b) = [0, 3), [3, 6), [6, 12), [12, 24)
+                               voxels; 0 where no voxel is that far
+35-...      ``extra_k``        per-cluster mean of the K ``extra`` per-voxel columns
 ==========  =================  ==========================================================
 
 ``start`` and ``end`` are the two ends of the cluster along its axis; which is which follows
@@ -62,6 +67,12 @@ a proton ends in nothing. Counting the clusters that touch the end with the Brag
 (where a stopping particle stops) gives that to the network directly. Message passing could
 find it from the edge features, but from ~10^3 training events it did not: with these
 columns, visible pions typed right went from 0.49 to 0.58 (BENCHMARKS.md, 2026-11-24).
+
+Columns 31-34 are dQ/dx against residual range, the classical handle on a stopping track's
+mass: at the same distance from its end a pion (140 MeV) loses ~12% more energy per cm than
+a muon (106 MeV), a proton several times more. Since mu- are captured and pi- absorbed
+(simulation code version 6) both often end in almost nothing, and the end alone does not
+tell them apart.
 
 Edge features (:func:`edge_features`, ``[E, N_EDGE]`` float32), per cluster pair ``(i, j)``
 of ``edges[:, e]`` (``i = edges[0, e]``, ``j = edges[1, e]``):
@@ -104,6 +115,8 @@ __all__ = [
     "DQDX_ENDS",
     "END_ACTIVITY",
     "END_RADIUS",
+    "RR_EDGES",
+    "RR_PROFILE",
     "END_WINDOW",
     "EDGE_NAMES",
     "EIGEN_FRACTIONS",
@@ -135,11 +148,14 @@ END = slice(21, 24)
 DQDX = 24
 DQDX_ENDS = slice(25, 27)
 END_ACTIVITY = slice(27, 31)
-N_GEOMETRY = 31
+RR_PROFILE = slice(31, 35)
+N_GEOMETRY = 35
 #: Length along the axis (voxels) over which the charge at each end is summed.
 END_WINDOW = 4.0
 #: Distance (voxels) from an end point within which another cluster's voxel touches it.
 END_RADIUS = 3.0
+#: Bin edges (voxels of distance from the Bragg end) of the charge profile, columns 31-34.
+RR_EDGES = (0.0, 3.0, 6.0, 12.0, 24.0)
 
 _GEOMETRY_NAMES = [
     "log_n_voxels", "log_charge",
@@ -152,6 +168,7 @@ _GEOMETRY_NAMES = [
     "end_x", "end_y", "end_z",
     "log_dqdx", "log_dqdx_end_high", "log_dqdx_end_low",
     "n_touch_bragg", "n_touch_far", "log_q_touch_bragg", "log_q_touch_far",
+    "log_dqdx_rr_0", "log_dqdx_rr_1", "log_dqdx_rr_2", "log_dqdx_rr_3",
 ]  # fmt: skip
 assert len(_GEOMETRY_NAMES) == N_GEOMETRY
 
@@ -376,6 +393,7 @@ def cluster_features(
     q_hi = zeros.index_add(0, cl, torch.where(t >= tmax[cl] - END_WINDOW, qv, 0.0))
     length = tmax - tmin
     window = torch.clamp(length, max=END_WINDOW) + 1.0
+    bragg = torch.where(q_hi >= q_lo, end, start)
 
     cols = [
         torch.log1p(count)[:, None],
@@ -390,8 +408,8 @@ def cluster_features(
         torch.log1p(q / (length + 1.0) / 1e4)[:, None],
         torch.log1p(torch.maximum(q_lo, q_hi) / window / 1e4)[:, None],
         torch.log1p(torch.minimum(q_lo, q_hi) / window / 1e4)[:, None],
-        _end_activity(c, cl, q, torch.where(q_hi >= q_lo, end, start),
-                      torch.where(q_hi >= q_lo, start, end)),
+        _end_activity(c, cl, q, bragg, torch.where(q_hi >= q_lo, start, end)),
+        _residual_range_profile(c, cl, qv, bragg),
     ]
     if extra is not None:
         if extra.shape[0] != n:
@@ -419,6 +437,23 @@ def _end_activity(c: Tensor, cl: Tensor, q: Tensor, bragg: Tensor, far: Tensor) 
     out = np.stack([count[:n_clusters], count[n_clusters:],
                     np.log1p(charge[:n_clusters] / 1e4), np.log1p(charge[n_clusters:] / 1e4)], 1)
     return torch.from_numpy(out)
+
+
+def _residual_range_profile(c: Tensor, cl: Tensor, qv: Tensor, bragg: Tensor) -> Tensor:
+    """Columns 31-34 of :func:`cluster_features`: charge per voxel of distance from each
+    cluster's voxel ``bragg``, in the ``RR_EDGES`` bins (``log1p(... / 1e4)``)."""
+    n_clusters = len(bragg)
+    r = (c - c[bragg][cl]).norm(dim=1)
+    edges = torch.tensor(RR_EDGES, dtype=torch.float64)
+    b = torch.bucketize(r, edges, right=True) - 1  # bin of each voxel; len(edges)-1: beyond
+    n_bins = len(RR_EDGES) - 1
+    inside = b < n_bins
+    q = torch.zeros(n_clusters * n_bins, dtype=torch.float64).index_add_(
+        0, (cl * n_bins + b)[inside], qv[inside]).reshape(n_clusters, n_bins)
+    reach = torch.full((n_clusters,), 0.0, dtype=torch.float64).scatter_reduce(0, cl, r, "amax")
+    covered = (reach[:, None] - edges[None, :-1]).clamp(min=0.0)
+    covered = torch.minimum(covered, edges[1:] - edges[:-1])
+    return torch.log1p(q / (covered + 1.0) / 1e4)
 
 
 def closest_points(

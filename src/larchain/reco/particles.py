@@ -16,7 +16,8 @@ mistakes it will see at inference (the GrapPA pattern, in plain PyTorch):
 2. **Fragment -> particle** (:class:`~larchain.reco.gnn.GraphNet`): complete graph of the
    event's fragments; node features :func:`~larchain.reco.graph.cluster_features` (size,
    charge, centroid, covariance, principal axis, start/end points, charge per length overall
-   and at the two ends, the other clusters touching each end, mean class probabilities),
+   and at the two ends, the other clusters touching each end, charge per length against
+   distance from the Bragg end, mean class probabilities),
    edge features :func:`~larchain.reco.graph.edge_features` (closest points, angles). An edge
    is "same true particle"; particles are formed by average-linkage agglomeration on the
    edge scores (groups merge while their mean pair score exceeds ``edge_threshold``).
