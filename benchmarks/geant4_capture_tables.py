@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from geant4_hadron_tables import _placeholder_data  # noqa: E402
+from geant4_hadron_tables import _placeholder_data, start_geant4  # noqa: E402
 
 #: Stopped particles tabulated; their order is the table's first axis (larchain.sim.capture).
 STOPPED = ("mu-", "pi-")
@@ -58,13 +58,6 @@ SOFT_MEV = 0.05
 
 def measure(n_stops: int, seed: int) -> dict[str, np.ndarray]:
     import geant4_pybind as g
-
-    class Det(g.G4VUserDetectorConstruction):
-        def Construct(self):  # noqa: ANN202, N802
-            lar = g.G4NistManager.Instance().FindOrBuildMaterial("G4_lAr")
-            box = g.G4Box("w", 5 * g.m, 5 * g.m, 5 * g.m)
-            lv = g.G4LogicalVolume(box, lar, "w")
-            return g.G4PVPlacement(None, g.G4ThreeVector(), lv, "w", None, False, 0)
 
     ends: list = []
 
@@ -82,33 +75,7 @@ def measure(n_stops: int, seed: int) -> dict[str, np.ndarray]:
                  for s in step.GetSecondaryInCurrentStep()]))
             tr.SetTrackStatus(g.G4TrackStatus.fKillTrackAndSecondaries)
 
-    class Stack(g.G4UserStackingAction):
-        def ClassifyNewTrack(self, track):  # noqa: ANN001, ANN202, N802
-            c = g.G4ClassificationOfNewTrack
-            return c.fKill if track.GetParentID() > 0 else c.fUrgent
-
-    class Gen(g.G4VUserPrimaryGeneratorAction):
-        def GeneratePrimaries(self, ev):  # noqa: ANN001, ANN202, N802
-            gun.GeneratePrimaryVertex(ev)
-
-    keep: list = []
-
-    class Act(g.G4VUserActionInitialization):
-        def Build(self):  # noqa: ANN202, N802
-            keep[:] = [Gen(), Step(), Stack()]  # pybind needs the Python objects alive
-            for a in keep:
-                self.SetUserAction(a)
-
-    rm = g.G4RunManagerFactory.CreateRunManager(g.G4RunManagerType.Serial)
-    rm.SetUserInitialization(Det())
-    physics = g.G4VModularPhysicsList()
-    physics.RegisterPhysics(g.G4DecayPhysics())
-    physics.RegisterPhysics(g.G4HadronPhysicsFTFP_BERT())
-    physics.RegisterPhysics(g.G4StoppingPhysics())
-    rm.SetUserInitialization(physics)
-    gun = g.G4ParticleGun(1)
-    rm.SetUserInitialization(Act())
-    rm.Initialize()
+    rm, gun = start_geant4(5.0, Step, stopping=True)
     g.G4Random.setTheSeed(seed)
     gun.SetParticlePosition(g.G4ThreeVector())
     gun.SetParticleMomentumDirection(g.G4ThreeVector(0, 0, 1))

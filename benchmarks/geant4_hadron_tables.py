@@ -105,15 +105,59 @@ def _decay_pi0(ke: float, d: np.ndarray, rng: np.random.Generator
     return out
 
 
-def measure(n_xs: int, n_fs: int, seed: int) -> dict[str, np.ndarray]:
+_ALIVE: list = []
+
+
+def start_geant4(half_size_m: float, stepping: type, stopping: bool = False
+                 ) -> tuple[object, object]:
+    """A serial Geant4 run in a G4_lAr cube of half-size ``half_size_m`` metres, with only
+    decay and FTFP_BERT hadron physics (plus ``G4StoppingPhysics`` with ``stopping``), the
+    user stepping action ``stepping`` (a ``G4UserSteppingAction`` subclass) and secondaries
+    killed at birth (what a step made is read in the stepping action). Returns ``(run
+    manager, particle gun)``; the gun fires one particle per ``BeamOn(1)``."""
     import geant4_pybind as g
 
     class Det(g.G4VUserDetectorConstruction):
         def Construct(self):  # noqa: ANN202, N802
             lar = g.G4NistManager.Instance().FindOrBuildMaterial("G4_lAr")
-            box = g.G4Box("w", 500 * g.m, 500 * g.m, 500 * g.m)
-            lv = g.G4LogicalVolume(box, lar, "w")
+            half = half_size_m * g.m
+            lv = g.G4LogicalVolume(g.G4Box("w", half, half, half), lar, "w")
             return g.G4PVPlacement(None, g.G4ThreeVector(), lv, "w", None, False, 0)
+
+    class Stack(g.G4UserStackingAction):
+        def ClassifyNewTrack(self, track):  # noqa: ANN001, ANN202, N802
+            c = g.G4ClassificationOfNewTrack
+            return c.fKill if track.GetParentID() > 0 else c.fUrgent
+
+    class Gen(g.G4VUserPrimaryGeneratorAction):
+        def GeneratePrimaries(self, ev):  # noqa: ANN001, ANN202, N802
+            gun.GeneratePrimaryVertex(ev)
+
+    keep: list = []
+
+    class Act(g.G4VUserActionInitialization):
+        def Build(self):  # noqa: ANN202, N802
+            keep[:] = [Gen(), stepping(), Stack()]  # pybind needs the Python objects alive
+            for a in keep:
+                self.SetUserAction(a)
+
+    rm = g.G4RunManagerFactory.CreateRunManager(g.G4RunManagerType.Serial)
+    det, physics, act = Det(), g.G4VModularPhysicsList(), Act()
+    _ALIVE.extend([det, physics, act])  # Geant4 keeps pointers to them
+    rm.SetUserInitialization(det)
+    physics.RegisterPhysics(g.G4DecayPhysics())
+    physics.RegisterPhysics(g.G4HadronPhysicsFTFP_BERT())
+    if stopping:
+        physics.RegisterPhysics(g.G4StoppingPhysics())
+    rm.SetUserInitialization(physics)
+    gun = g.G4ParticleGun(1)
+    rm.SetUserInitialization(act)
+    rm.Initialize()
+    return rm, gun
+
+
+def measure(n_xs: int, n_fs: int, seed: int) -> dict[str, np.ndarray]:
+    import geant4_pybind as g
 
     state: dict = {"steps": [], "fs": [], "record": True}
 
@@ -132,34 +176,7 @@ def measure(n_xs: int, n_fs: int, seed: int) -> dict[str, np.ndarray]:
                         for s in step.GetSecondaryInCurrentStep()])
             tr.SetTrackStatus(g.G4TrackStatus.fKillTrackAndSecondaries)
 
-    class Stack(g.G4UserStackingAction):
-        def ClassifyNewTrack(self, track):  # noqa: ANN001, ANN202, N802
-            c = g.G4ClassificationOfNewTrack
-            return c.fKill if track.GetParentID() > 0 else c.fUrgent
-
-    class Gen(g.G4VUserPrimaryGeneratorAction):
-        def GeneratePrimaries(self, ev):  # noqa: ANN001, ANN202, N802
-            gun.GeneratePrimaryVertex(ev)
-
-    keep: list = []
-
-    class Act(g.G4VUserActionInitialization):
-        def Build(self):  # noqa: ANN202, N802
-            keep[:] = [Gen(), Step(), Stack()]  # pybind needs the Python objects alive
-            for a in keep:
-                self.SetUserAction(a)
-
-    rm = g.G4RunManagerFactory.CreateRunManager(g.G4RunManagerType.Serial)
-    det = Det()
-    rm.SetUserInitialization(det)
-    physics = g.G4VModularPhysicsList()
-    physics.RegisterPhysics(g.G4DecayPhysics())
-    physics.RegisterPhysics(g.G4HadronPhysicsFTFP_BERT())
-    rm.SetUserInitialization(physics)
-    gun = g.G4ParticleGun(1)
-    act = Act()
-    rm.SetUserInitialization(act)
-    rm.Initialize()
+    rm, gun = start_geant4(500.0, Step)
     g.G4Random.setTheSeed(seed)
     gun.SetParticleMomentumDirection(g.G4ThreeVector(0, 0, 1))
     gun.SetParticlePosition(g.G4ThreeVector(0, 0, -499 * g.m))

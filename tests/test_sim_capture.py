@@ -16,7 +16,7 @@ from larchain.core import constants as C
 from larchain.sim import capture, hadronic
 from larchain.sim import truth as T
 from larchain.sim.generator import Primaries, generate_event
-from tests.test_sim_events import _config, shoot
+from tests.test_sim_events import _config, energy_balance, shoot
 
 SIZE = (400.0, 400.0, 400.0)
 START = (200.0, 200.0, 150.0)
@@ -94,17 +94,7 @@ def test_energy_balances_with_captures(species):
     tab, dep = shoot(species, 80.0, n, size=SIZE, start=START, charge=-1, seed=5,
                      hadron_interactions=True)
     assert (tab["process"] == T.CAPTURE).sum() > n
-    ev = tab["event"]
-    deposited = np.bincount(ev[dep["row"]], weights=dep["de"], minlength=n)
-    escaped = np.bincount(ev, weights=tab["escaped"], minlength=n)
-    proc = tab["process"]
-    source = np.bincount(ev, weights=np.where(np.isin(proc, (T.PRIMARY, T.DECAY)),
-                                               tab["energy"], 0.0), minlength=n)
-    pairs = np.bincount(ev, weights=(proc == T.CONVERSION) & (tab["species"] == T.POSITRON),
-                        minlength=n)
-    annihilations = np.bincount(ev, weights=proc == T.ANNIHILATION, minlength=n) / 2
-    expected = source - 2 * C.MASS_MEV["electron"] * (pairs - annihilations)
-    np.testing.assert_allclose(deposited + escaped, expected, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(*energy_balance(tab, dep, n), rtol=1e-9, atol=1e-6)
 
 
 def test_capture_products_are_isotropic():

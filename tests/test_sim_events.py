@@ -71,23 +71,27 @@ def test_muon_mean_track_length_is_the_pdg_csda_range(t_mev):
     assert length.std() > 0  # deltas make the range straggle
 
 
+def energy_balance(tab, dep, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per event: (deposited + escaped, primary kinetic energy + decay energy released - rest
+    mass of pairs created + rest mass annihilated). Interactions and captures book what they
+    take from or give out of rest masses in ``escaped``, so the two must agree."""
+    ev = tab["event"]
+    deposited = np.bincount(ev[dep["row"]], weights=dep["de"], minlength=n)
+    escaped = np.bincount(ev, weights=tab["escaped"], minlength=n)
+    proc = tab["process"]
+    source = np.bincount(ev, weights=np.where(np.isin(proc, (T.PRIMARY, T.DECAY)),
+                                               tab["energy"], 0.0), minlength=n)
+    pairs = np.bincount(ev, weights=(proc == T.CONVERSION) & (tab["species"] == T.POSITRON),
+                        minlength=n)
+    annihilations = np.bincount(ev, weights=proc == T.ANNIHILATION, minlength=n) / 2
+    return deposited + escaped, source - 2 * C.MASS_MEV["electron"] * (pairs - annihilations)
+
+
 def test_energy_is_conserved():
-    """Deposited + escaped = primary kinetic energy + decay energy released - rest mass of
-    pairs created + rest mass annihilated, per event."""
     for species, energy in ((T.ELECTRON, 500.0), (T.MUON, 300.0), (T.PHOTON, 200.0),
                             (T.PION, 150.0)):
         tab, dep = shoot(species, energy, 5, size=(100.0, 100.0, 200.0), seed=species)
-        ev = tab["event"]
-        deposited = np.bincount(ev[dep["row"]], weights=dep["de"], minlength=5)
-        escaped = np.bincount(ev, weights=tab["escaped"], minlength=5)
-        proc = tab["process"]
-        source = np.bincount(ev, weights=np.where(np.isin(proc, (T.PRIMARY, T.DECAY)),
-                                                   tab["energy"], 0.0), minlength=5)
-        pairs = np.bincount(ev, weights=(proc == T.CONVERSION) & (tab["species"] == T.POSITRON),
-                            minlength=5)
-        annihilations = np.bincount(ev, weights=proc == T.ANNIHILATION, minlength=5) / 2
-        expected = source - 2 * C.MASS_MEV["electron"] * (pairs - annihilations)
-        np.testing.assert_allclose(deposited + escaped, expected, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(*energy_balance(tab, dep, 5), rtol=1e-9, atol=1e-9)
 
 
 def test_michel_spectrum():

@@ -15,7 +15,7 @@ from larchain.core import constants as C
 from larchain.sim import hadronic
 from larchain.sim import truth as T
 from larchain.sim.stopping import RangeTable
-from tests.test_sim_events import shoot
+from tests.test_sim_events import energy_balance, shoot
 
 SIZE = (600.0, 600.0, 1000.0)
 
@@ -69,17 +69,7 @@ def test_energy_balances_with_interactions(species, t0):
     tab, dep = shoot(species, t0, n, size=SIZE, start=(300.0, 300.0, 100.0),
                      hadron_interactions=True, seed=7)
     assert (tab["process"] == T.HADRONIC).sum() > 10
-    ev = tab["event"]
-    deposited = np.bincount(ev[dep["row"]], weights=dep["de"], minlength=n)
-    escaped = np.bincount(ev, weights=tab["escaped"], minlength=n)
-    proc = tab["process"]
-    source = np.bincount(ev, weights=np.where(np.isin(proc, (T.PRIMARY, T.DECAY)),
-                                               tab["energy"], 0.0), minlength=n)
-    pairs = np.bincount(ev, weights=(proc == T.CONVERSION) & (tab["species"] == T.POSITRON),
-                        minlength=n)
-    annihilations = np.bincount(ev, weights=proc == T.ANNIHILATION, minlength=n) / 2
-    expected = source - 2 * C.MASS_MEV["electron"] * (pairs - annihilations)
-    np.testing.assert_allclose(deposited + escaped, expected, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(*energy_balance(tab, dep, n), rtol=1e-9, atol=1e-6)
 
 
 def test_products_are_new_particles_of_the_same_interaction():

@@ -275,12 +275,10 @@ class Transport:
                   ) -> np.ndarray:
         if len(parent) == 0:
             return np.zeros(0, np.int64)
-        if charge is None:
-            charge = T.CHARGE_OF_SPECIES[species]
+        signed = {} if charge is None else {"charge": charge}  # else: the species' default
         return table.add(
-            event=table["event"][parent], interaction=table["interaction"][parent],
-            species=species, charge=charge, process=np.full(len(parent), process),
-            parent=parent,
+            **signed, event=table["event"][parent], interaction=table["interaction"][parent],
+            species=species, process=np.full(len(parent), process), parent=parent,
             group=np.full(len(parent), -1) if new_group else table["group"][parent],
             fragment=np.full(len(parent), -1) if fragment is None else fragment,
             semantic=semantic, primary=np.zeros(len(parent), bool), key=keys, start=pos,
