@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from geant4_hadron_tables import _placeholder_data, start_geant4  # noqa: E402
+from geant4_hadron_tables import product_arrays, start_geant4, write_tables  # noqa: E402
 
 #: Stopped particles tabulated; their order is the table's first axis (larchain.sim.capture).
 STOPPED = ("mu-", "pi-")
@@ -112,11 +112,7 @@ def measure(n_stops: int, seed: int) -> dict[str, np.ndarray]:
     return {
         "stopped": np.array(STOPPED), "offsets": offsets, "local_energy": local.astype(np.float32),
         "delay_us": delay.astype(np.float32), "decay_in_orbit": decay,
-        "product_species": np.array(species, dtype=np.int8),
-        "product_charge": np.array(charge, dtype=np.int8),
-        "product_energy": np.array(kes, dtype=np.float32),
-        "product_direction": np.array(dirs, dtype=np.float32).reshape(-1, 3),
-        "geant4": np.array(g.G4Version if isinstance(g.G4Version, str) else "geant4"),
+        **product_arrays(species, charge, kes, dirs),
     }
 
 
@@ -126,17 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stops", type=int, default=3000, help="stopped particles per species")
     ap.add_argument("--seed", type=int, default=20261124)
     args = ap.parse_args(argv)
-    _placeholder_data()  # before the import: geant4_pybind checks its data at import
-    try:
-        import geant4_pybind  # noqa: F401
-    except ImportError:
-        print("geant4_pybind is not installed (pip install geant4-pybind)", file=sys.stderr)
-        return 2
-    tables = measure(args.stops, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **tables)
-    print(f"wrote {args.out}")
-    return 0
+    return write_tables(args.out, lambda: measure(args.stops, args.seed))
 
 
 if __name__ == "__main__":

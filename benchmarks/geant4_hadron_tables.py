@@ -42,6 +42,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -226,12 +227,40 @@ def measure(n_xs: int, n_fs: int, seed: int) -> dict[str, np.ndarray]:
         "species": np.array([sp for sp, _ in INCIDENT.values()], dtype=np.int64),
         "charge": np.array([q for _, q in INCIDENT.values()], dtype=np.int64),
         "sigma_barn": sigma, "sigma_err_barn": sigma_err, "offsets": offsets,
-        "local_energy": local.astype(np.float32), "product_species": np.array(codes, dtype=np.int8),
-        "product_charge": np.array(charges, dtype=np.int8),
-        "product_energy": np.array(kes, dtype=np.float32),
-        "product_direction": np.array(dirs, dtype=np.float32).reshape(-1, 3),
+        "local_energy": local.astype(np.float32),
+        **product_arrays(codes, charges, kes, dirs),
+    }
+
+
+def product_arrays(species: list, charge: list, energy: list, direction: list
+                   ) -> dict[str, np.ndarray]:
+    """The product columns of a table file (larchain species, charge, kinetic energy [MeV],
+    unit direction) and the Geant4 version that made them."""
+    import geant4_pybind as g
+
+    return {
+        "product_species": np.array(species, dtype=np.int8),
+        "product_charge": np.array(charge, dtype=np.int8),
+        "product_energy": np.array(energy, dtype=np.float32),
+        "product_direction": np.array(direction, dtype=np.float32).reshape(-1, 3),
         "geant4": np.array(g.G4Version if isinstance(g.G4Version, str) else "geant4"),
     }
+
+
+def write_tables(out: Path, measure: Callable[[], dict[str, np.ndarray]]) -> int:
+    """Set up Geant4's placeholder data, run ``measure`` and save its arrays to ``out``
+    (exit status: 2 when geant4-pybind is missing)."""
+    _placeholder_data()  # before the import: geant4_pybind checks its data at import
+    try:
+        import geant4_pybind  # noqa: F401
+    except ImportError:
+        print("geant4_pybind is not installed (pip install geant4-pybind)", file=sys.stderr)
+        return 2
+    tables = measure()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **tables)
+    print(f"wrote {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,17 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="final states kept per energy and species")
     ap.add_argument("--seed", type=int, default=20261123)
     args = ap.parse_args(argv)
-    _placeholder_data()  # before the import: geant4_pybind checks its data at import
-    try:
-        import geant4_pybind  # noqa: F401
-    except ImportError:
-        print("geant4_pybind is not installed (pip install geant4-pybind)", file=sys.stderr)
-        return 2
-    tables = measure(args.interactions, args.final_states, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **tables)
-    print(f"wrote {args.out}")
-    return 0
+    return write_tables(args.out, lambda: measure(args.interactions, args.final_states, args.seed))
 
 
 if __name__ == "__main__":
