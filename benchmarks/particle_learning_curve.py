@@ -9,13 +9,16 @@ With ``--classes true`` the UResNet's class probabilities are replaced by the tr
 (one-hot, as ``particle_reco.py --oracle``), which separates stages 2-3 from stage 1's errors.
 The DBSCAN baseline is scored on the same held-out events for reference (it is not trained).
 ``--seeds`` repeats each training with other seeds (their spread is the training noise);
-``--linearity`` compares track-breaking thresholds (``particles.break_tracks.linearity``).
+``--linearity`` compares track-breaking thresholds (``particles.break_tracks.linearity``),
+``--kink-angle`` kink cuts (``particles.break_tracks.kink_angle``; ``none``: off), the
+baseline getting the same kink cut.
 
 Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``results/reco``).
 
     python benchmarks/particle_learning_curve.py --events 1600 --holdout 256 \
         --train 96 384 1344 --classes uresnet true --seeds 0 1 --json curve.json
     python benchmarks/particle_learning_curve.py --train 384 --linearity 0.85 0.9  # compare
+    python benchmarks/particle_learning_curve.py --train 384 --kink-angle none 20 --seeds 0 1
     python benchmarks/particle_learning_curve.py --events 24 --holdout 8 --train 8 16  # smoke
 """
 
@@ -49,6 +52,9 @@ def main() -> int:
     ap.add_argument("--linearity", type=float, nargs="+", default=None,
                     help="particles.break_tracks.linearity values to compare (default: the "
                          "config's)")
+    ap.add_argument("--kink-angle", nargs="+", default=None,
+                    help="particles.break_tracks.kink_angle values to compare, degrees or "
+                         "'none' (default: the config's)")
     ap.add_argument("--min-voxels", type=int, default=5,
                     help="PID is also reported over true particles of at least this many "
                          "voxels (particles.eval.pid_min_voxels)")
@@ -108,17 +114,23 @@ def main() -> int:
                     torch.as_tensor(e.truth["semantic"].astype(np.int64)), 5).float()
         hold = [evs[i] for i in hold_ids]
         masks = [e.truth["semantic"] != LOW_ENERGY for e in hold]
-        base_scores = [
-            M.event_scores(e.truth, B.baseline_chain(
-                e.coords.numpy().astype(np.float64), e.charge.numpy(), e.semantic.numpy(),
-                **B.DEFAULTS), m) for e, m in zip(hold, masks, strict=True)]
-        res["runs"].append(_row(classes, "baseline", 0,
-                                M.summarise_scores(base_scores, args.min_voxels), 0.0))
-        _print(res["runs"][-1])
+        kinks = ([None if k.lower() == "none" else float(k) for k in args.kink_angle]
+                 if args.kink_angle else [pcfg["break_tracks"]["kink_angle"]])
+        for kink in kinks:
+            base_scores = [
+                M.event_scores(e.truth, B.baseline_chain(
+                    e.coords.numpy().astype(np.float64), e.charge.numpy(),
+                    e.semantic.numpy(), **{**B.DEFAULTS, "kink_angle": kink}), m)
+                for e, m in zip(hold, masks, strict=True)]
+            res["runs"].append(_row(classes, "baseline", 0,
+                                    M.summarise_scores(base_scores, args.min_voxels), 0.0,
+                                    kink_angle=kink))
+            _print(res["runs"][-1])
         linearities = args.linearity or [pcfg["break_tracks"]["linearity"]]
-        for n, lin, off in itertools.product(args.train, linearities, args.seeds):
+        for n, lin, kink, off in itertools.product(args.train, linearities, kinks, args.seeds):
             chain_cfg = {**pcfg, "seed": int(pcfg["seed"]) + off,
-                         "break_tracks": {**pcfg["break_tracks"], "linearity": lin}}
+                         "break_tracks": {**pcfg["break_tracks"], "linearity": lin,
+                                          "kink_angle": kink}}
             t0 = time.perf_counter()
             chain, _ = train_chain(evs[:n], chain_cfg, vs)
             seconds = time.perf_counter() - t0
@@ -131,7 +143,7 @@ def main() -> int:
                     "primary": rec["particles"]["primary"]}, m))
             res["runs"].append(_row(classes, "learned", n,
                                     M.summarise_scores(scores, args.min_voxels), seconds, off,
-                                    lin))
+                                    lin, kink))
             _print(res["runs"][-1])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
@@ -139,11 +151,12 @@ def main() -> int:
 
 
 def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,
-         seed_offset: int = 0, linearity: float | None = None) -> dict:
+         seed_offset: int = 0, linearity: float | None = None,
+         kink_angle: float | None = None) -> dict:
     from larchain.reco import metrics as M
 
     return {"classes": classes, "chain": chain, "train_events": n_train,
-            "seed_offset": seed_offset, "break_linearity": linearity,
+            "seed_offset": seed_offset, "break_linearity": linearity, "kink_angle": kink_angle,
             "train_seconds": seconds,
             **{f"{lv}_ari": s[lv]["ari"]["mean"] for lv in M.LEVELS},
             "pid": s["pid"]["accuracy"], "pid_particles": s["pid"]["n_particles"],
@@ -156,9 +169,10 @@ def _print(r: dict) -> None:
     from larchain.reco import metrics as M
 
     who = (f"{r['chain']} ({r['train_events']} events, seed+{r['seed_offset']}, "
-           f"break {r['break_linearity']})" if r["chain"] == "learned" else "baseline")
+           f"break {r['break_linearity']}, kink {r['kink_angle']})"
+           if r["chain"] == "learned" else f"baseline (kink {r['kink_angle']})")
     primary = "" if r["primary"] is None else f", primary {r['primary']:.3f}"
-    print(f"{r['classes']:7s} classes, {who:44s} ARI " + ", ".join(
+    print(f"{r['classes']:7s} classes, {who:56s} ARI " + ", ".join(
         f"{lv} {r[lv + '_ari']:.3f}" for lv in M.LEVELS)
         + f"; PID {r['pid']:.3f} ({r['pid_particles']} particles){primary}"
         + f"; PID >= {r['pid_visible']['min_voxels']} voxels {r['pid_visible']['accuracy']:.3f} "

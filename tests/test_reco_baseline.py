@@ -7,10 +7,12 @@ import numpy as np
 from larchain.reco.baseline import (
     attach_showers,
     baseline_chain,
+    break_tracks,
     classify_particles,
     dbscan_fragments,
     group_interactions,
     group_particles,
+    split_kinks,
 )
 from larchain.reco.metrics import ari
 from larchain.sim.truth import DELTA, LOW_ENERGY, MICHEL, SHOWER, TRACK
@@ -45,7 +47,8 @@ def test_tracks_from_one_vertex():
     assert len(np.unique(out["interaction"])) == 1
     assert len(np.unique(out["particle"])) == 2  # split at the vertex
     assert ari(np.repeat([0, 1], [40, 39]), out["particle"]) > 0.9
-    plain = _chain(coords, sem, interaction_distance=5.0, track_linearity=None)
+    plain = _chain(coords, sem, interaction_distance=5.0, track_linearity=None,
+                   kink_angle=None)
     assert len(np.unique(plain["particle"])) == 1  # DBSCAN alone merges them
 
 
@@ -190,3 +193,89 @@ def test_empty_event():
     out = baseline_chain(np.zeros((0, 3), int), np.zeros(0), np.zeros(0, int))
     for k in ("fragment", "particle", "interaction", "particle_ids", "type", "primary"):
         assert len(out[k]) == 0
+
+
+def _first_visits(points):
+    """Indices of the points that enter a new voxel, in order (digitising a curve)."""
+    _, first = np.unique(np.round(points).astype(int), axis=0, return_index=True)
+    return np.sort(first)
+
+
+def _digitised(points):
+    """Voxels a continuous curve passes through, in order."""
+    return np.round(points[_first_visits(points)])
+
+
+def _kinked(angle_deg, arm=40.0):
+    """Two straight arms end to end, the second turned by ``angle_deg`` about an axis
+    perpendicular to the first (an oblique direction, so the voxels form a staircase)."""
+    d0 = np.array([1.0, 0.37, 0.61]) / np.linalg.norm([1.0, 0.37, 0.61])
+    k = np.cross(d0, [0.0, 0.0, 1.0])
+    k /= np.linalg.norm(k)
+    a = np.radians(angle_deg)
+    d1 = d0 * np.cos(a) + np.cross(k, d0) * np.sin(a)  # Rodrigues, k perpendicular to d0
+    t = np.arange(0.0, arm, 0.25)[:, None]
+    start = np.array([50.0, 50.0, 50.0])
+    corner = start + arm * d0
+    points = np.concatenate([start + t * d0, corner + t * d1])
+    labels = np.r_[np.zeros(len(t), int), np.ones(len(t), int)]
+    first = _first_visits(points)
+    return np.round(points[first]), labels[first]
+
+
+def _kink_cut(coords, **kw):
+    n = len(coords)
+    return split_kinks(coords, np.full(n, TRACK), np.zeros(n, int),
+                       **{"angle": 20.0, "tolerance": 1.5, "min_segment": 4.0, **kw})
+
+
+def test_kinks_cut_what_the_linearity_cut_misses():
+    """A particle ending where another begins at 25-60 degrees is linear in every 4-voxel
+    neighbourhood, so break_tracks keeps it whole; split_kinks cuts it at the corner."""
+    for angle in (25.0, 30.0, 45.0, 60.0):
+        coords, truth = _kinked(angle)
+        n = len(coords)
+        whole = break_tracks(coords, np.full(n, TRACK), np.zeros(n, int), radius=4.0,
+                             linearity=0.85)
+        assert len(np.unique(whole)) == 1, angle
+        cut = _kink_cut(coords)
+        assert len(np.unique(cut)) == 2, angle
+        assert ari(truth, cut) > 0.85, angle
+    # below the threshold angle: one piece
+    for angle in (10.0, 15.0):
+        assert len(np.unique(_kink_cut(_kinked(angle)[0]))) == 1, angle
+    # the same 30-degree kink with a 35-degree threshold: not cut
+    assert len(np.unique(_kink_cut(_kinked(30.0)[0], angle=35.0))) == 1
+
+
+def test_kinks_leave_straight_and_gently_curved_tracks_whole():
+    d = np.array([1.0, 0.37, 0.61]) / np.linalg.norm([1.0, 0.37, 0.61])
+    straight = _digitised(10.0 + np.arange(0.0, 300.0, 0.25)[:, None] * d)
+    assert len(np.unique(_kink_cut(straight))) == 1
+    # a helix-like arc turning 90 degrees over ~300 voxels (radius 191 voxels): far more
+    # than multiple scattering bends a track, yet no 20-degree corner anywhere
+    t = np.linspace(0.0, np.pi / 2, 3000)
+    arc = _digitised(200.0 + np.c_[191 * np.cos(t), 191 * np.sin(t), 19.1 * t])
+    assert len(np.unique(_kink_cut(arc))) == 1
+    # a short stub (shorter than two segments) is never cut
+    assert len(np.unique(_kink_cut(_kinked(90.0, arm=3.0)[0]))) == 1
+
+
+def test_kinks_cut_only_tracks_and_keep_other_fragments():
+    coords, _ = _kinked(45.0)
+    n = len(coords)
+    sem = np.full(n, SHOWER)
+    frag = np.zeros(n, int)
+    assert len(np.unique(split_kinks(coords, sem, frag, angle=20.0, tolerance=1.5,
+                                     min_segment=4.0))) == 1
+    # two fragments, only the track one is cut; the shower's voxels keep their fragment
+    far = coords + 200.0
+    both = np.concatenate([coords, far])
+    sem = np.r_[np.full(n, TRACK), np.full(n, SHOWER)]
+    frag = np.r_[np.zeros(n, int), np.ones(n, int)]
+    out = split_kinks(both, sem, frag, angle=20.0, tolerance=1.5, min_segment=4.0)
+    assert len(np.unique(out[:n])) == 2 and len(np.unique(out[n:])) == 1
+    assert not set(out[:n]) & set(out[n:])
+    # the whole baseline chain: a kinked track is two particles unless kink_angle is None
+    assert len(np.unique(_chain(coords, np.full(n, TRACK))["particle"])) == 2
+    assert len(np.unique(_chain(coords, np.full(n, TRACK), kink_angle=None)["particle"])) == 1

@@ -136,7 +136,8 @@ def test_chain_learns_separated_interactions(trained):
 
 def test_track_breaking_splits_a_kink_that_the_scorer_keeps_whole(trained):
     """Two straight arms meeting at a right angle, one class: the edge scorer links all
-    touching voxels (one fragment); with ``break_tracks`` each arm is its own fragment."""
+    touching voxels (one fragment); with ``break_tracks`` each arm is its own fragment. An
+    end-to-end kink needs the kink cut (``break_tracks.kink_angle``)."""
     chain = trained[0]
     arm_a = _line(np.array([20.0, 20.0, 20.0]), np.array([1.0, 0.0, 0.0]), 80)
     arm_b = _line(np.array([20.0, 20.0, 20.0]), np.array([0.0, 1.0, 0.0]), 80)[1:]
@@ -157,6 +158,25 @@ def test_track_breaking_splits_a_kink_that_the_scorer_keeps_whole(trained):
     off = P.Chain(**{**chain.__dict__,
                      "cfg": {**chain.cfg, "break_tracks": {"radius": 4.0, "linearity": None}}})
     assert len(np.unique(off.fragments(ev))) == 1
+    # a 40-degree kink between two straight arms (end to end) is linear everywhere, so only
+    # the kink cut separates it
+    turn = np.array([np.cos(np.radians(40.0)), np.sin(np.radians(40.0)), 0.0])
+    kinked = np.concatenate([arm_a[:40], np.round(arm_a[39] + np.arange(1, 120)[:, None] / 3.0
+                                                  * turn)])
+    kinked = kinked[np.sort(np.unique(kinked, axis=0, return_index=True)[1])]
+    n = len(kinked)
+    prob = np.zeros((n, 5), np.float32)
+    prob[:, TRACK] = 1.0
+    ev = P.EventInput(index=0, coords=torch.as_tensor(kinked, dtype=torch.float32),
+                      charge=torch.full((n,), 8000.0), prob=torch.as_tensor(prob),
+                      features=torch.zeros(n, 4))
+    assert len(np.unique(broken.fragments(ev))) == 1
+    kinks = {"radius": 4.0, "linearity": 0.85, "kink_angle": 20.0, "kink_tolerance": 1.5,
+             "kink_min_segment": 4.0}
+    cut = P.Chain(**{**chain.__dict__, "cfg": {**chain.cfg, "break_tracks": kinks}})
+    frag = cut.fragments(ev)
+    assert len(np.unique(frag)) == 2
+    assert M.ari(np.r_[np.zeros(40, int), np.ones(n - 40, int)], frag) > 0.85
 
 
 def test_reconstructed_tables_are_consistent(trained):

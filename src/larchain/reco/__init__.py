@@ -17,8 +17,8 @@ CODE_VERSION = "1"
 INFER_CODE_VERSION = "2"
 #: Bump when the particle-level chain (fragments, particles, interactions) changes (3: dQ/dx
 #: node features, particle types restricted by semantic class; 4: end-activity node features;
-#: 5: charge profile from the Bragg end).
-PARTICLES_CODE_VERSION = "5"
+#: 5: charge profile from the Bragg end; 6: track fragments cut where their spine bends).
+PARTICLES_CODE_VERSION = "6"
 #: The model artifact reads the whole ``reco`` section ...
 CONFIG_KEYS = ("reco",)
 #: ... except where it trains and the options of the later rules.

@@ -12,7 +12,10 @@ mistakes it will see at inference (the GrapPA pattern, in plain PyTorch):
    vertices, where the local neighbourhood stops being a line
    (:func:`larchain.reco.baseline.break_tracks`): the scorer alone keeps every edge between
    touching voxels of one class (its fragments were the same as DBSCAN's on the default
-   sample), so tracks that share a vertex would otherwise stay one fragment.
+   sample), so tracks that share a vertex would otherwise stay one fragment. Last
+   (``break_tracks.kink_angle``), track fragments are cut where their spine bends
+   (:func:`larchain.reco.baseline.split_kinks`): a particle that ends where another begins
+   stays linear in every small neighbourhood.
 2. **Fragment -> particle** (:class:`~larchain.reco.gnn.GraphNet`): complete graph of the
    event's fragments; node features :func:`~larchain.reco.graph.cluster_features` (size,
    charge, centroid, covariance, principal axis, start/end points, charge per length overall
@@ -257,12 +260,18 @@ class Chain:
         keep = torch.sigmoid(self.scorer(g.x, g.edges, g.e)) > self.threshold
         frag = _relabel(G.components(len(ev.coords), g.edges[:, keep]).numpy())
         brk = self.cfg.get("break_tracks") or {}  # absent in chains saved before it existed
-        if brk.get("linearity") is None or not len(frag):
+        if not len(frag):
             return frag
-        return _relabel(B.break_tracks(ev.coords.numpy().astype(np.float64),
-                                       ev.semantic.numpy(), frag, radius=float(brk["radius"]),
-                                       linearity=float(brk["linearity"]),
-                                       eps=float(self.cfg["radius"])))
+        coords, semantic = ev.coords.numpy().astype(np.float64), ev.semantic.numpy()
+        eps = float(self.cfg["radius"])
+        if brk.get("linearity") is not None:
+            frag = B.break_tracks(coords, semantic, frag, radius=float(brk["radius"]),
+                                  linearity=float(brk["linearity"]), eps=eps)
+        if brk.get("kink_angle") is not None:  # absent in chains saved before it existed
+            frag = B.split_kinks(coords, semantic, frag, angle=float(brk["kink_angle"]),
+                                 tolerance=float(brk["kink_tolerance"]),
+                                 min_segment=float(brk["kink_min_segment"]), eps=eps)
+        return _relabel(frag)
 
     def _group(self, model: GraphNet, ev: EventInput, cluster: np.ndarray, active: np.ndarray,
                level: str) -> tuple[np.ndarray, list[torch.Tensor]]:
