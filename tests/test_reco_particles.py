@@ -134,6 +134,16 @@ def test_chain_learns_separated_interactions(trained):
     assert s["interaction"]["purity"]["mean"] > 0.99
 
 
+def _track_event(coords: np.ndarray) -> P.EventInput:
+    """Voxels all predicted track with certainty, uniform charge, no decoder features."""
+    n = len(coords)
+    prob = np.zeros((n, 5), np.float32)
+    prob[:, TRACK] = 1.0
+    return P.EventInput(index=0, coords=torch.as_tensor(coords, dtype=torch.float32),
+                        charge=torch.full((n,), 8000.0), prob=torch.as_tensor(prob),
+                        features=torch.zeros(n, 4))
+
+
 def test_track_breaking_splits_a_kink_that_the_scorer_keeps_whole(trained):
     """Two straight arms meeting at a right angle, one class: the edge scorer links all
     touching voxels (one fragment); with ``break_tracks`` each arm is its own fragment. An
@@ -142,12 +152,7 @@ def test_track_breaking_splits_a_kink_that_the_scorer_keeps_whole(trained):
     arm_a = _line(np.array([20.0, 20.0, 20.0]), np.array([1.0, 0.0, 0.0]), 80)
     arm_b = _line(np.array([20.0, 20.0, 20.0]), np.array([0.0, 1.0, 0.0]), 80)[1:]
     coords = np.concatenate([arm_a, arm_b])
-    n = len(coords)
-    prob = np.zeros((n, 5), np.float32)
-    prob[:, TRACK] = 1.0
-    ev = P.EventInput(index=0, coords=torch.as_tensor(coords, dtype=torch.float32),
-                      charge=torch.full((n,), 8000.0), prob=torch.as_tensor(prob),
-                      features=torch.zeros(n, 4))
+    ev = _track_event(coords)
     assert len(np.unique(chain.fragments(ev))) == 1
     broken = P.Chain(**{**chain.__dict__,
                         "cfg": {**chain.cfg, "break_tracks": {"radius": 4.0, "linearity": 0.85}}})
@@ -165,11 +170,7 @@ def test_track_breaking_splits_a_kink_that_the_scorer_keeps_whole(trained):
                                                   * turn)])
     kinked = kinked[np.sort(np.unique(kinked, axis=0, return_index=True)[1])]
     n = len(kinked)
-    prob = np.zeros((n, 5), np.float32)
-    prob[:, TRACK] = 1.0
-    ev = P.EventInput(index=0, coords=torch.as_tensor(kinked, dtype=torch.float32),
-                      charge=torch.full((n,), 8000.0), prob=torch.as_tensor(prob),
-                      features=torch.zeros(n, 4))
+    ev = _track_event(kinked)
     assert len(np.unique(broken.fragments(ev))) == 1
     kinks = {"radius": 4.0, "linearity": 0.85, "kink_angle": 20.0, "kink_tolerance": 1.5,
              "kink_min_segment": 4.0}
