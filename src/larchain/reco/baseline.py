@@ -23,8 +23,9 @@ charge (electrons) and a semantic class per voxel (predicted, or true for an upp
    ``kink_tolerance`` voxels; a corner between two simplified segments of at least
    ``kink_min_segment`` voxels that turns by more than ``kink_angle`` degrees is a cut.
    Voxels follow their nearest spine point; pieces are cut again the same way (their own
-   spine may be a branch the first one skipped). Multiple scattering turns a 100 MeV/c
-   muon by ~1.5 degrees per 5 voxels, so 20 degrees is far outside it; what it may cut
+   spine may be a branch the first one skipped). Multiple scattering (Highland) turns a
+   100 MeV/c muon by ~3.7 degrees rms over 1.5 cm (5 voxels), so 20 degrees is beyond 5
+   sigma; what it may cut
    wrongly (a low-energy proton's last voxels) the fragment GNN can join back.
 3. Particles (:func:`group_particles`): a fragment's class is its voxels' majority class.
    Track, Michel, delta and low-energy fragments are one particle each. Shower fragments are
