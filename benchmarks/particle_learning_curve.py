@@ -68,50 +68,22 @@ def main() -> int:
         raise SystemExit(f"--train up to {max(args.train)} plus --holdout {args.holdout} needs "
                          f"--events >= {max(args.train) + args.holdout}")
 
-    from larchain.core.config import validate_schema
     from larchain.reco import baseline as B
     from larchain.reco import metrics as M
-    from larchain.reco.infer import run_inference
-    from larchain.reco.particle_stage import load_inputs, voxel_size
     from larchain.reco.particles import train_chain
-    from larchain.sim.build import build_sample
     from larchain.sim.truth import LOW_ENERGY
 
-    models = sorted(Path(args.results, "reco").glob("*/manifest.json"),
-                    key=lambda p: p.stat().st_mtime)
-    if not models:
-        raise SystemExit(f"no reco artifact under {args.results}: run snakemake first")
-    reco_dir = models[-1].parent
-    cfg = validate_schema(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
-    cfg["simulation"].update(events=args.events, events_per_shard=64,
-                             seed=int(cfg["simulation"]["seed"]) + args.seed_offset)
+    events, vs, cfg, reco_dir = fresh_events(args.events, args.seed_offset, args.workers,
+                                             args.results)
     pcfg = dict(cfg["particles"])
-    n_det = len(cfg["detector"].get("photodetectors") or []) or 16
     res: dict = {"argv": vars(args), "torch": torch.__version__, "reco_model": reco_dir.name,
                  "particles_cfg": pcfg, "runs": []}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        sim, pred = Path(tmp, "sim"), Path(tmp, "pred")
-        t0 = time.perf_counter()
-        build_sample(cfg, "simulation", sim, visibility_dir=None, n_detectors=n_det,
-                     threads=args.workers, dask_cfg={})
-        run_inference(reco_dir, sim, pred, {**cfg["reco"]["infer"], "events_per_shard": 64},
-                      threads=args.workers, dask_cfg={})
-        print(f"simulated and segmented {args.events} events in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
-        events = load_inputs(sim, pred, range(args.events), desc="load")
-        vs = voxel_size(sim)
     torch.set_num_threads(2)
     hold_ids = range(args.events - args.holdout, args.events)
     res["voxels_per_event"] = float(np.mean([len(e.coords) for e in events]))
 
     for classes in args.classes:
-        evs = events
-        if classes == "true":
-            evs = [copy.copy(e) for e in events]
-            for e in evs:
-                e.prob = torch.nn.functional.one_hot(
-                    torch.as_tensor(e.truth["semantic"].astype(np.int64)), 5).float()
+        evs = with_true_classes(events) if classes == "true" else events
         hold = [evs[i] for i in hold_ids]
         masks = [e.truth["semantic"] != LOW_ENERGY for e in hold]
         kinks = ([None if k.lower() == "none" else float(k) for k in args.kink_angle]
@@ -148,6 +120,50 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
     return 0
+
+
+def fresh_events(n_events: int, seed_offset: int, workers: int, results: str
+                 ) -> tuple[list, float, dict, Path]:
+    """Simulate ``n_events`` of the default physics with the simulation seed moved by
+    ``seed_offset`` (events no default model has seen) and run the newest default UResNet
+    under ``results`` over them. Returns the chain's inputs (with truth), the voxel size,
+    the validated default config and the UResNet's artifact directory."""
+    from larchain.core.config import validate_schema
+    from larchain.reco.infer import run_inference
+    from larchain.reco.particle_stage import load_inputs, voxel_size
+    from larchain.sim.build import build_sample
+
+    models = sorted(Path(results, "reco").glob("*/manifest.json"),
+                    key=lambda p: p.stat().st_mtime)
+    if not models:
+        raise SystemExit(f"no reco artifact under {results}: run snakemake first")
+    reco_dir = models[-1].parent
+    cfg = validate_schema(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    cfg["simulation"].update(events=n_events, events_per_shard=64,
+                             seed=int(cfg["simulation"]["seed"]) + seed_offset)
+    n_det = len(cfg["detector"].get("photodetectors") or []) or 16
+    with tempfile.TemporaryDirectory() as tmp:
+        sim, pred = Path(tmp, "sim"), Path(tmp, "pred")
+        t0 = time.perf_counter()
+        build_sample(cfg, "simulation", sim, visibility_dir=None, n_detectors=n_det,
+                     threads=workers, dask_cfg={})
+        run_inference(reco_dir, sim, pred, {**cfg["reco"]["infer"], "events_per_shard": 64},
+                      threads=workers, dask_cfg={})
+        print(f"simulated and segmented {n_events} events in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        events = load_inputs(sim, pred, range(n_events), desc="load")
+        vs = voxel_size(sim)
+    return events, vs, cfg, reco_dir
+
+
+def with_true_classes(events: list) -> list:
+    """Shallow copies of the chain's inputs whose class probabilities are the true classes
+    (one-hot): stages 2-3 measured without stage 1's errors."""
+    out = [copy.copy(e) for e in events]
+    for e in out:
+        e.prob = torch.nn.functional.one_hot(
+            torch.as_tensor(e.truth["semantic"].astype(np.int64)), 5).float()
+    return out
 
 
 def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,

@@ -12,6 +12,7 @@ from larchain.reco.metrics import (
     ari,
     event_scores,
     match_clusters,
+    oracle_grouping,
     pid_confusion,
     purity_efficiency,
     summarise_scores,
@@ -171,3 +172,29 @@ def test_summarise_empty_is_none():
     json.dumps(s)
     assert s["pid"]["accuracy"] is None
     assert s["particle"]["ari"]["mean"] is None
+
+
+def test_oracle_grouping_merges_clusters_of_one_truth_label():
+    # clusters 0 and 2 belong to particle 7, cluster 1 to particle 5 (one stray voxel of 7)
+    cluster = np.array([0, 0, 1, 1, 1, 2, 2])
+    truth = np.array([7, 7, 5, 5, 7, 7, 7])
+    group = oracle_grouping(cluster, truth)
+    assert group[0] == group[5] != group[2]
+    # the stray voxel stays with its cluster: grouping cannot repair an impure cluster
+    assert ari(truth, group) < 1.0
+    assert group[4] == group[2]
+
+
+def test_oracle_grouping_respects_key():
+    cluster = np.array([0, 1, 2, 3])
+    truth = np.array([1, 1, 1, 1])
+    group = oracle_grouping(cluster, truth, key=np.array([0, 0, 1, -1]))
+    assert group[0] == group[1]
+    assert len({group[1], group[2], group[3]}) == 3  # other key; negative key: alone
+
+
+def test_oracle_grouping_checks_lengths():
+    with pytest.raises(ValueError, match="lengths differ"):
+        oracle_grouping(np.array([0, 1]), np.array([0]))
+    with pytest.raises(ValueError, match="key has 1 values for 2 clusters"):
+        oracle_grouping(np.array([0, 1]), np.array([0, 0]), key=np.array([0]))

@@ -46,6 +46,36 @@ def ari(true: np.ndarray, pred: np.ndarray) -> float:
     return float(adjusted_rand_score(true, pred))
 
 
+def oracle_grouping(cluster: np.ndarray, truth: np.ndarray,
+                    key: np.ndarray | None = None) -> np.ndarray:
+    """Per-voxel group ids of the best grouping a clustering step could make of ``cluster``
+    (per-voxel ids 0..C-1): clusters whose voxels mostly carry the same ``truth`` label are
+    merged. ``key`` (one value per cluster) restricts merging to clusters of the same key
+    (e.g. their semantic class, as the fragment GNN only joins fragments of one class);
+    clusters with a negative key stay alone.
+
+    Why: scoring this against the truth separates what a grouping step loses from what its
+    input already lost (an impure cluster cannot be repaired by grouping), the error budget
+    of ``benchmarks/particle_error_budget.py``. Ties go to the smallest truth label."""
+    cluster = np.asarray(cluster).astype(np.int64).ravel()
+    truth = np.asarray(truth).ravel()
+    if len(cluster) != len(truth):
+        raise ValueError(f"label lengths differ: {len(cluster)} != {len(truth)}")
+    if len(cluster) == 0:
+        return np.zeros(0, np.int64)
+    n = int(cluster.max()) + 1
+    t_ids, t = np.unique(truth, return_inverse=True)
+    counts = np.zeros((n, len(t_ids)), np.int64)
+    np.add.at(counts, (cluster, t.ravel()), 1)
+    owner = counts.argmax(1)
+    key = np.zeros(n, np.int64) if key is None else np.asarray(key).astype(np.int64).ravel()
+    if len(key) != n:
+        raise ValueError(f"key has {len(key)} values for {n} clusters")
+    pair = np.where(key >= 0, owner * (int(key.max(initial=0)) + 1) + key, -1)
+    _, group = np.unique(np.where(pair >= 0, pair, -2 - np.arange(n)), return_inverse=True)
+    return group.ravel()[cluster]
+
+
 def _contingency(true: np.ndarray, pred: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense overlap counts ``[true cluster, predicted cluster]`` with the sorted unique ids
