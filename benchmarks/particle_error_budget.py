@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from particle_learning_curve import fresh_events, with_true_classes
+from particle_learning_curve import add_sample_arguments, fresh_events, with_true_classes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,11 +45,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="offset added to particles.seed")
     ap.add_argument("--radii", type=float, nargs="+", default=[20.0, 50.0, 100.0],
                     help="voxels: local-linking bounds of interaction grouping")
-    ap.add_argument("--workers", type=int, default=2, help="Dask workers (simulation, stage 1)")
-    ap.add_argument("--seed-offset", type=int, default=1000,
-                    help="added to the default simulation seed (fresh events)")
-    ap.add_argument("--results", default=str(REPO / "results"))
-    ap.add_argument("--json", default=None)
+    add_sample_arguments(ap)
     args = ap.parse_args()
     if args.train + args.holdout > args.events:
         raise SystemExit(f"--train {args.train} plus --holdout {args.holdout} needs "
@@ -80,7 +76,6 @@ def main() -> int:
 
 
 def _budget(chain, events, radii, size_cm) -> dict:  # noqa: ANN001
-    from larchain.reco import graph as G
     from larchain.reco import metrics as M
     from larchain.reco.particles import AGGREGATED, majority
     from larchain.sim.truth import LOW_ENERGY, PARTICLE_TYPES, SHOWER, TRACK
@@ -112,7 +107,7 @@ def _budget(chain, events, radii, size_cm) -> dict:  # noqa: ANN001
         ari["particle_fragmentation_bound"].append(M.ari(tp[m], M.oracle_grouping(frag, tp)[m]))
         ari["interaction"].append(M.ari(ti[m], inter[m]))
         ari["interaction_oracle"].append(M.ari(ti[m], M.oracle_grouping(part, ti)[m]))
-        for r, lab in zip(radii, _local_bounds(G, ev.coords, part, ti, radii), strict=True):
+        for r, lab in zip(radii, _local_bounds(ev.coords, part, ti, radii), strict=True):
             ari[f"interaction_within_{r:g}"].append(M.ari(ti[m], lab[m]))
         # voxels in a fragment whose majority particle is another one
         owner = majority(frag, tp, n_frag)[frag]
@@ -140,12 +135,13 @@ def _budget(chain, events, radii, size_cm) -> dict:  # noqa: ANN001
     return out
 
 
-def _local_bounds(G, coords, part, ti, radii):  # noqa: ANN001, ANN202, N803
+def _local_bounds(coords, part, ti, radii):  # noqa: ANN001, ANN202
     """Per radius, per-voxel interaction ids of the connected components of the particle
     pairs that truly share an interaction and whose closest voxels are within the radius."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    from larchain.reco import graph as G
     from larchain.reco.particles import majority
 
     n = int(part.max()) + 1

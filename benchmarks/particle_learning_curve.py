@@ -58,11 +58,7 @@ def main() -> int:
     ap.add_argument("--min-voxels", type=int, default=5,
                     help="PID is also reported over true particles of at least this many "
                          "voxels (particles.eval.pid_min_voxels)")
-    ap.add_argument("--workers", type=int, default=2, help="Dask workers (simulation, stage 1)")
-    ap.add_argument("--seed-offset", type=int, default=1000,
-                    help="added to the default simulation seed (fresh events)")
-    ap.add_argument("--results", default=str(REPO / "results"))
-    ap.add_argument("--json", default=None)
+    add_sample_arguments(ap)
     args = ap.parse_args()
     if max(args.train) + args.holdout > args.events:
         raise SystemExit(f"--train up to {max(args.train)} plus --holdout {args.holdout} needs "
@@ -120,6 +116,15 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
     return 0
+
+
+def add_sample_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of the fresh sample (:func:`fresh_events`) and of the JSON output."""
+    ap.add_argument("--workers", type=int, default=2, help="Dask workers (simulation, stage 1)")
+    ap.add_argument("--seed-offset", type=int, default=1000,
+                    help="added to the default simulation seed (fresh events)")
+    ap.add_argument("--results", default=str(REPO / "results"))
+    ap.add_argument("--json", default=None)
 
 
 def fresh_events(n_events: int, seed_offset: int, workers: int, results: str
