@@ -11,7 +11,8 @@ The DBSCAN baseline is scored on the same held-out events for reference (it is n
 ``--seeds`` repeats each training with other seeds (their spread is the training noise);
 ``--linearity`` compares track-breaking thresholds (``particles.break_tracks.linearity``),
 ``--kink-angle`` kink cuts (``particles.break_tracks.kink_angle``; ``none``: off), the
-baseline getting the same kink cut.
+baseline getting the same kink cut, ``--interaction-touch`` the grouping of touching particles
+before the interaction GNN (``particles.interaction_touch``; ``none``: off).
 
 Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``results/reco``).
 
@@ -19,6 +20,8 @@ Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``res
         --train 96 384 1344 --classes uresnet true --seeds 0 1 --json curve.json
     python benchmarks/particle_learning_curve.py --train 384 --linearity 0.85 0.9  # compare
     python benchmarks/particle_learning_curve.py --train 384 --kink-angle none 20 --seeds 0 1
+    python benchmarks/particle_learning_curve.py --events 640 --train 384 \
+        --interaction-touch none 2 --seeds 0 1 2
     python benchmarks/particle_learning_curve.py --events 24 --holdout 8 --train 8 16  # smoke
 """
 
@@ -55,6 +58,9 @@ def main() -> int:
     ap.add_argument("--kink-angle", nargs="+", default=None,
                     help="particles.break_tracks.kink_angle values to compare, degrees or "
                          "'none' (default: the config's)")
+    ap.add_argument("--interaction-touch", nargs="+", default=None,
+                    help="particles.interaction_touch values to compare, voxels or 'none' "
+                         "(default: the config's)")
     ap.add_argument("--min-voxels", type=int, default=5,
                     help="PID is also reported over true particles of at least this many "
                          "voxels (particles.eval.pid_min_voxels)")
@@ -95,8 +101,11 @@ def main() -> int:
                                     kink_angle=kink))
             _print(res["runs"][-1])
         linearities = args.linearity or [pcfg["break_tracks"]["linearity"]]
-        for n, lin, kink, off in itertools.product(args.train, linearities, kinks, args.seeds):
-            chain_cfg = {**pcfg, "seed": int(pcfg["seed"]) + off,
+        touches = ([None if t.lower() == "none" else float(t) for t in args.interaction_touch]
+                   if args.interaction_touch else [pcfg.get("interaction_touch")])
+        for n, lin, kink, touch, off in itertools.product(args.train, linearities, kinks,
+                                                          touches, args.seeds):
+            chain_cfg = {**pcfg, "seed": int(pcfg["seed"]) + off, "interaction_touch": touch,
                          "break_tracks": {**pcfg["break_tracks"], "linearity": lin,
                                           "kink_angle": kink}}
             t0 = time.perf_counter()
@@ -111,7 +120,7 @@ def main() -> int:
                     "primary": rec["particles"]["primary"]}, m))
             res["runs"].append(_row(classes, "learned", n,
                                     M.summarise_scores(scores, args.min_voxels), seconds, off,
-                                    lin, kink))
+                                    lin, kink, touch))
             _print(res["runs"][-1])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
@@ -173,11 +182,12 @@ def with_true_classes(events: list) -> list:
 
 def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,
          seed_offset: int = 0, linearity: float | None = None,
-         kink_angle: float | None = None) -> dict:
+         kink_angle: float | None = None, touch: float | None = None) -> dict:
     from larchain.reco import metrics as M
 
     return {"classes": classes, "chain": chain, "train_events": n_train,
             "seed_offset": seed_offset, "break_linearity": linearity, "kink_angle": kink_angle,
+            "interaction_touch": touch,
             "train_seconds": seconds,
             **{f"{lv}_ari": s[lv]["ari"]["mean"] for lv in M.LEVELS},
             "pid": s["pid"]["accuracy"], "pid_particles": s["pid"]["n_particles"],
@@ -190,10 +200,11 @@ def _print(r: dict) -> None:
     from larchain.reco import metrics as M
 
     who = (f"{r['chain']} ({r['train_events']} events, seed+{r['seed_offset']}, "
-           f"break {r['break_linearity']}, kink {r['kink_angle']})"
+           f"break {r['break_linearity']}, kink {r['kink_angle']}, "
+           f"touch {r['interaction_touch']})"
            if r["chain"] == "learned" else f"baseline (kink {r['kink_angle']})")
     primary = "" if r["primary"] is None else f", primary {r['primary']:.3f}"
-    print(f"{r['classes']:7s} classes, {who:56s} ARI " + ", ".join(
+    print(f"{r['classes']:7s} classes, {who:66s} ARI " + ", ".join(
         f"{lv} {r[lv + '_ari']:.3f}" for lv in M.LEVELS)
         + f"; PID {r['pid']:.3f} ({r['pid_particles']} particles){primary}"
         + f"; PID >= {r['pid_visible']['min_voxels']} voxels {r['pid_visible']['accuracy']:.3f} "

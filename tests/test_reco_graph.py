@@ -8,7 +8,6 @@ symmetries they promise (endpoint swap, node permutation) and for learning a toy
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -93,14 +92,12 @@ def test_radius_graph_edge_cases():
         radius_graph(torch.zeros(3, 3), -1.0)
 
 
-def test_radius_graph_large_is_fast_and_deterministic():
+def test_radius_graph_large_is_deterministic():
     """A track-like event of 20,000 voxels (no N x N anywhere)."""
     g = torch.Generator().manual_seed(3)
     t = torch.rand(20000, 1, generator=g) * 700
     x = torch.floor(t * torch.tensor([[0.6, 0.5, 0.3]]) + torch.randn(20000, 3, generator=g))
-    t0 = time.perf_counter()
     a = radius_graph(x, 1.8)
-    assert time.perf_counter() - t0 < 10
     assert a.shape[1] > 20000
     assert torch.equal(a, radius_graph(x[torch.arange(20000)], 1.8, chunk=1000))
     assert bool((a[0] < a[1]).all())
@@ -315,14 +312,13 @@ def test_closest_points_brute_force():
 
 
 def test_closest_points_large_event():
-    """20,000 voxels in 200 clusters, all pairs: bounded memory, a few seconds."""
+    """20,000 voxels in 200 clusters, all pairs: exact, in bounded memory (the
+    chain's speed, this included, is measured by benchmarks/particle_reco.py)."""
     g = torch.Generator().manual_seed(6)
     cluster = torch.randint(0, 200, (20000,), generator=g)
     coords = torch.rand(200, 3, generator=g)[cluster] * 500 + torch.randn(20000, 3, generator=g)
     edges = complete_graph(torch.zeros(200, dtype=torch.int64))
-    t0 = time.perf_counter()
     d, pa, pb = closest_points(coords, cluster, edges)
-    assert time.perf_counter() - t0 < 30
     assert d.dtype == torch.float32 and d.shape == (19900,)
     torch.testing.assert_close(d, torch.linalg.norm(pa - pb, dim=1))
     k = 1234
@@ -446,7 +442,6 @@ def _colour_graph(seed: int, n: int = 60):
 
 def test_graph_net_learns_toy_task():
     torch.manual_seed(0)
-    t0 = time.perf_counter()
     x, edges, e, label, colour = _colour_graph(7)
     model = GraphNet(5, 2, hidden=32, layers=2, node_out=(3,))
     model.fit_normalisation(x, e)
@@ -463,7 +458,6 @@ def test_graph_net_learns_toy_task():
         logit, (node,) = model(x, edges, e)
     assert ((logit > 0).float() == label).float().mean() > 0.95
     assert (node.argmax(1) == colour).float().mean() > 0.95
-    assert time.perf_counter() - t0 < 10
 
 
 def test_graph_net_gradients_are_reproducible_with_two_threads():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from larchain.reco import graph as G
 from larchain.reco import metrics as M
 from larchain.reco import particles as P
 from larchain.sim.stopping import RangeTable
@@ -99,7 +100,7 @@ def _synthetic_event(rng: np.random.Generator, index: int) -> P.EventInput:
 
 CFG = {"radius": 1.75, "edge_threshold": 0.5, "hidden": 16, "layers": 2,
        "epochs": {"fragments": 3, "particles": 30, "interactions": 40}, "batch_events": 2,
-       "lr": 1e-2, "seed": 3}
+       "lr": 1e-2, "seed": 3, "interaction_touch": 2.0}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,9 @@ def trained():
 
 def test_chain_learns_separated_interactions(trained):
     chain, history, held_out = trained
-    assert {row["step"] for row in history} == {"fragments", "particles", "interactions"}
+    assert {row["step"] for row in history} == {"fragments", "particles", "interactions",
+                                                "interaction groups"}
+    assert chain.group_gnn is not None
     assert chain.mev_per_electron == pytest.approx(2e-5)
     scores = []
     for ev in held_out:
@@ -132,6 +135,41 @@ def test_chain_learns_separated_interactions(trained):
     # 150 voxels apart: nothing of one interaction may be grouped with the other
     assert s["interaction"]["ari"]["mean"] > 0.95, s["interaction"]
     assert s["interaction"]["purity"]["mean"] > 0.99
+
+
+def test_without_interaction_touch_the_particle_gnn_groups_interactions(trained):
+    """``interaction_touch: null`` (and chains saved before it existed): one network both
+    types the particles and groups them into interactions."""
+    _, _, held_out = trained
+    rng = np.random.default_rng(2)
+    chain, history = P.train_chain([_synthetic_event(rng, i) for i in range(12)],
+                                   {**CFG, "interaction_touch": None}, voxel_size=0.3)
+    assert chain.group_gnn is None and chain.touch is None
+    assert "interaction groups" not in {row["step"] for row in history}
+    ari = [M.ari(ev.truth["interaction"], chain.reconstruct(ev)["voxels"]["interaction"])
+           for ev in held_out]
+    assert np.mean(ari) > 0.95, ari
+
+
+def test_touch_graph_joins_touching_particles_before_the_gnn():
+    """Two touching tracks and a third far away: two nodes; the far one is its own group."""
+    coords = np.concatenate([_line(np.zeros(3), np.array([1.0, 0, 0]), 20),
+                             _line(np.array([0.0, 1.0, 0]), np.array([0, 1.0, 0]), 20),
+                             _line(np.array([0.0, 0, 60.0]), np.array([0, 0, 1.0]), 20)])
+    cluster = np.repeat([0, 1, 2], [10, 10, 10])
+    n = len(coords)
+    ev = P.EventInput(0, torch.as_tensor(coords, dtype=torch.float32), torch.full((n,), 5e3),
+                      torch.nn.functional.one_hot(torch.full((n,), TRACK), 5).float(),
+                      torch.zeros(n, 4),
+                      truth={"interaction": np.repeat([0, 0, 1], 10),
+                             "particle_type": np.zeros(n, np.int64),
+                             "primary": np.ones(n, np.int64)})
+    g, group = P.touch_graph(ev, cluster, touch=2.0)
+    assert group.tolist() == [0, 0, 1]
+    assert len(g.x) == 2 and g.edges.tolist() == [[0], [1]]
+    assert g.edge_target.tolist() == [0.0] and g.node_targets == []
+    assert G.N_GEOMETRY + 5 == g.x.shape[1]
+    assert g.x[0, 0] == pytest.approx(np.log1p(20))  # the group's voxels: both tracks
 
 
 def _track_event(coords: np.ndarray) -> P.EventInput:

@@ -327,6 +327,22 @@ def components(n: int, edges: Tensor) -> Tensor:
     return torch.from_numpy(relabel[labels])
 
 
+def touching(coords: Tensor, cluster: Tensor, radius: float) -> Tensor:
+    """Per-cluster label ``[C]`` (int64, as :func:`components`) of the groups of clusters
+    chained by closest voxels at most ``radius`` apart (``cluster``: per-voxel ids 0..C-1).
+
+    Why: particles that touch almost always share an interaction (one cross-interaction
+    pair in 1,908 within 1.5 voxels on 254 pile-up events), so they can be grouped before
+    the interaction GNN, which then decides only for what does not touch.
+    """
+    n = int(cluster.max()) + 1 if cluster.numel() else 0
+    edges = complete_graph(torch.zeros(n, dtype=torch.int64))
+    if edges.shape[1] == 0:
+        return torch.arange(n, dtype=torch.int64)
+    dist, _, _ = closest_points(coords, cluster, edges)
+    return components(n, edges[:, dist <= radius])
+
+
 # --------------------------------------------------------------------------------------------
 # Cluster and edge features
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,14 @@ mistakes it will see at inference (the GrapPA pattern, in plain PyTorch):
 3. **Particle -> interaction** (GraphNet): complete graph of the particles with the same
    features; an edge is "same true interaction" (grouped the same way); node heads give the
    particle type (photon, electron, muon, pion, proton) and the primary flag. With
+   ``interaction_touch`` (voxels) the grouping is done one level up instead: particles whose
+   closest voxels are that close are joined first (:func:`larchain.reco.graph.touching`: a
+   Michel and the muon it ends, a delta ray and its muon, the tracks of one vertex), and a
+   second GraphNet groups these touching groups (same features, computed on the groups'
+   voxels; an edge is "same true interaction"), so that it learns only what does not touch
+   (a photon shower converting away from its vertex), not that two far-apart delta rays of
+   one cosmic muon belong together. The first network's edge scores are then not used (it
+   is still trained on them: they shape the node states its type head reads). With
    ``pid_by_shape`` the type is chosen among those the particle's predicted semantic class
    allows (:data:`ALLOWED_TYPES`: a shower is a photon or an electron, a track a muon, pion or
    proton, a Michel or delta an electron), in training as in use: left free, the head spent
@@ -207,6 +215,18 @@ def cluster_graph(ev: EventInput, cluster: np.ndarray, level: str) -> Graph:
     return g
 
 
+def touch_graph(ev: EventInput, cluster: np.ndarray, touch: float
+                ) -> tuple[Graph, np.ndarray]:
+    """The interaction-level graph whose nodes are the groups of clusters touching within
+    ``touch`` voxels (:func:`larchain.reco.graph.touching`), and each cluster's group. With
+    truth, edges are "same true interaction" of the groups' majority; no node targets (the
+    particle-level network types the particles)."""
+    group = G.touching(ev.coords, torch.as_tensor(cluster), touch).numpy()
+    g = cluster_graph(ev, group[cluster], "interaction")
+    g.node_targets, g.node_class = [], None
+    return g, group
+
+
 def collate(graphs: Sequence[Graph]) -> Graph:
     """Disjoint union of graphs (node indices offset)."""
     xs, es, fs, ts, nts, off = [], [], [], [], [[] for _ in graphs[0].node_targets], 0
@@ -246,6 +266,7 @@ class Chain:
     mev_per_electron: float
     voxel_size: float
     scorer_inputs: int  # voxel features per voxel (decoder features + 5 probabilities + 1)
+    group_gnn: GraphNet | None = None  # touching groups -> interactions (interaction_touch)
 
     @property
     def threshold(self) -> float:
@@ -273,11 +294,19 @@ class Chain:
                                  min_segment=float(brk["kink_min_segment"]), eps=eps)
         return _relabel(frag)
 
+    @property
+    def touch(self) -> float | None:
+        """``interaction_touch`` (voxels), or None: the particle GNN groups interactions."""
+        t = self.cfg.get("interaction_touch")  # absent in chains saved before it existed
+        return None if t is None else float(t)
+
     def _group(self, model: GraphNet, ev: EventInput, cluster: np.ndarray, active: np.ndarray,
-               level: str) -> tuple[np.ndarray, list[torch.Tensor]]:
+               level: str, touch: float | None = None) -> tuple[np.ndarray, list[torch.Tensor]]:
         """Merge the active clusters (a boolean per cluster) by the model's edge scores;
         inactive ones stay alone. Returns per-cluster group ids and the node outputs (rows:
-        the active clusters in order)."""
+        the active clusters in order). With ``touch`` the model's nodes are the groups of
+        active clusters touching within ``touch`` voxels (:func:`touch_graph`), and its node
+        outputs are per group."""
         n = int(cluster.max()) + 1 if len(cluster) else 0
         group = np.arange(n)
         idx = np.flatnonzero(active)
@@ -288,10 +317,14 @@ class Chain:
         sel = np.isin(cluster, idx)
         sub = EventInput(ev.index, ev.coords[sel], ev.charge[sel], ev.prob[sel],
                          ev.features[sel])
-        g = cluster_graph(sub, local[cluster[sel]], level)
+        if touch is None:
+            g, node_group = cluster_graph(sub, local[cluster[sel]], level), np.arange(len(idx))
+        else:
+            g, node_group = touch_graph(sub, local[cluster[sel]], touch)
         with torch.no_grad():
             logit, heads = model(g.x, g.edges, g.e)
-        comp = average_linkage(len(idx), g.edges, torch.sigmoid(logit), self.threshold)
+        comp = average_linkage(len(g.x), g.edges, torch.sigmoid(logit),
+                               self.threshold)[node_group]
         group[idx] = idx[np.unique(comp, return_index=True)[1]][comp]  # lowest member's id
         return _relabel(group), heads
 
@@ -309,6 +342,9 @@ class Chain:
         active_p = np.isin(part_class, GROUPED)
         part_inter, heads = self._group(self.particle_gnn, ev, particle, active_p,
                                         "interaction")
+        if self.touch is not None and self.group_gnn is not None:
+            part_inter, _ = self._group(self.group_gnn, ev, particle, active_p, "interaction",
+                                        touch=self.touch)
         ptype = np.zeros(n_part, np.int64)  # low energy: photon
         type_score = np.ones(n_part, np.float32)
         primary = np.zeros(n_part, np.int64)
@@ -526,7 +562,7 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
     graphs = [voxel_graph(ev, float(cfg["radius"])) for ev in events]
     history = _fit(chain.scorer, graphs, int(epochs["fragments"]), lr, batch, rng, "fragments")
     # step 2 learns on the fragments step 1 makes
-    frag_graphs, part_graphs = [], []
+    frag_graphs, part_graphs, particle_sets = [], [], []
     frags = [chain.fragments(ev) for ev in events]
     for ev, frag in zip(events, frags, strict=True):
         sel, local = _active(ev, frag, AGGREGATED)
@@ -543,8 +579,15 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
         sel, local = _active(ev, particle, GROUPED)
         if sel is not None:
             part_graphs.append(cluster_graph(_subset(ev, sel), local, "interaction"))
+            particle_sets.append((ev, sel, local))
     history += _fit(chain.particle_gnn, part_graphs, int(epochs["interactions"]), lr, batch,
                     rng, "interactions", by_shape=bool(cfg.get("pid_by_shape", False)))
+    if chain.touch is not None:  # the same particles, joined where they touch
+        chain.group_gnn = GraphNet(n_node, G.N_EDGE, hidden=hidden, layers=layers)
+        group_graphs = [touch_graph(_subset(ev, sel), local, chain.touch)[0]
+                        for ev, sel, local in particle_sets]
+        history += _fit(chain.group_gnn, group_graphs, int(epochs["interactions"]), lr, batch,
+                        rng, "interaction groups")
     return chain, history
 
 
@@ -570,14 +613,15 @@ def _subset(ev: EventInput, sel: np.ndarray) -> EventInput:
 # saving and loading
 
 
-_MODELS = ("scorer", "fragment_gnn", "particle_gnn")
+_MODELS = ("scorer", "fragment_gnn", "particle_gnn", "group_gnn")
 
 
 def save_chain(chain: Chain, directory: str | Path) -> None:
     """Weights as one safetensors file + the config and constants as JSON."""
     directory = Path(directory)
     state = {f"{m}.{k}": v.detach().cpu().contiguous()
-             for m in _MODELS for k, v in getattr(chain, m).state_dict().items()}
+             for m in _MODELS if getattr(chain, m) is not None
+             for k, v in getattr(chain, m).state_dict().items()}
     with atomic_path(directory / "chain.safetensors") as tmp:
         save_file(state, str(tmp))
     meta = {"cfg": chain.cfg, "mev_per_electron": chain.mev_per_electron,
@@ -607,8 +651,13 @@ def load_chain(directory: str | Path) -> Chain:
                               layers=layers, node_out=(N_TYPES, 2)),
         cfg=cfg, mev_per_electron=float(meta["mev_per_electron"]),
         voxel_size=float(meta["voxel_size"]), scorer_inputs=int(sh["voxel_features"]))
+    if chain.touch is not None:
+        chain.group_gnn = GraphNet(sh["node_features"], sh["edge_features"], hidden=hidden,
+                                   layers=layers)
     state = load_file(str(directory / "chain.safetensors"))
     for m in _MODELS:
+        if getattr(chain, m) is None:
+            continue
         getattr(chain, m).load_state_dict(
             {k[len(m) + 1:]: v for k, v in state.items() if k.startswith(m + ".")})
         getattr(chain, m).eval()
