@@ -578,14 +578,13 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
         particle = fp[frag]
         sel, local = _active(ev, particle, GROUPED)
         if sel is not None:
-            part_graphs.append(cluster_graph(_subset(ev, sel), local, "interaction"))
-            particle_sets.append((ev, sel, local))
+            particle_sets.append((_subset(ev, sel), local))
+            part_graphs.append(cluster_graph(*particle_sets[-1], "interaction"))
     history += _fit(chain.particle_gnn, part_graphs, int(epochs["interactions"]), lr, batch,
                     rng, "interactions", by_shape=bool(cfg.get("pid_by_shape", False)))
     if chain.touch is not None:  # the same particles, joined where they touch
         chain.group_gnn = GraphNet(n_node, G.N_EDGE, hidden=hidden, layers=layers)
-        group_graphs = [touch_graph(_subset(ev, sel), local, chain.touch)[0]
-                        for ev, sel, local in particle_sets]
+        group_graphs = [touch_graph(sub, local, chain.touch)[0] for sub, local in particle_sets]
         history += _fit(chain.group_gnn, group_graphs, int(epochs["interactions"]), lr, batch,
                         rng, "interaction groups")
     return chain, history
