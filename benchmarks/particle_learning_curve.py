@@ -12,7 +12,11 @@ The DBSCAN baseline is scored on the same held-out events for reference (it is n
 ``--linearity`` compares track-breaking thresholds (``particles.break_tracks.linearity``),
 ``--kink-angle`` kink cuts (``particles.break_tracks.kink_angle``; ``none``: off), the
 baseline getting the same kink cut, ``--interaction-touch`` the grouping of touching particles
-before the interaction GNN (``particles.interaction_touch``; ``none``: off).
+before the interaction GNN (``particles.interaction_touch``; ``none``: off), and
+``--interaction-linkage`` the interaction step's average linkage over voxel or node pairs
+(``particles.interaction_linkage``; inference only, so each trained chain is scored with each).
+``--interaction-pointing on off`` compares the touching groups' pointing edge features
+(``particles.interaction_pointing``).
 
 Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``results/reco``).
 
@@ -22,6 +26,8 @@ Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``res
     python benchmarks/particle_learning_curve.py --train 384 --kink-angle none 20 --seeds 0 1
     python benchmarks/particle_learning_curve.py --events 640 --train 384 \
         --interaction-touch none 2 --seeds 0 1 2
+    python benchmarks/particle_learning_curve.py --events 640 --train 384 \
+        --interaction-linkage nodes voxels --seeds 0 1
     python benchmarks/particle_learning_curve.py --events 24 --holdout 8 --train 8 16  # smoke
 """
 
@@ -61,6 +67,13 @@ def main() -> int:
     ap.add_argument("--interaction-touch", nargs="+", default=None,
                     help="particles.interaction_touch values to compare, voxels or 'none' "
                          "(default: the config's)")
+    ap.add_argument("--interaction-pointing", nargs="+", default=None, choices=["on", "off"],
+                    help="particles.interaction_pointing values to compare (default: the "
+                         "config's)")
+    ap.add_argument("--interaction-linkage", nargs="+", default=None,
+                    choices=["voxels", "nodes"],
+                    help="particles.interaction_linkage values to compare, each scored with "
+                         "the same trained chain (default: the config's)")
     ap.add_argument("--min-voxels", type=int, default=5,
                     help="PID is also reported over true particles of at least this many "
                          "voxels (particles.eval.pid_min_voxels)")
@@ -103,25 +116,30 @@ def main() -> int:
         linearities = args.linearity or [pcfg["break_tracks"]["linearity"]]
         touches = ([None if t.lower() == "none" else float(t) for t in args.interaction_touch]
                    if args.interaction_touch else [pcfg.get("interaction_touch")])
-        for n, lin, kink, touch, off in itertools.product(args.train, linearities, kinks,
-                                                          touches, args.seeds):
+        pointings = ([p == "on" for p in args.interaction_pointing]
+                     if args.interaction_pointing else [pcfg["interaction_pointing"]])
+        for n, lin, kink, touch, pointing, off in itertools.product(
+                args.train, linearities, kinks, touches, pointings, args.seeds):
             chain_cfg = {**pcfg, "seed": int(pcfg["seed"]) + off, "interaction_touch": touch,
+                         "interaction_pointing": pointing,
                          "break_tracks": {**pcfg["break_tracks"], "linearity": lin,
                                           "kink_angle": kink}}
             t0 = time.perf_counter()
             chain, _ = train_chain(evs[:n], chain_cfg, vs)
             seconds = time.perf_counter() - t0
-            scores = []
-            for e, m in zip(hold, masks, strict=True):
-                rec = chain.reconstruct(e)
-                scores.append(M.event_scores(e.truth, {
-                    **rec["voxels"], "particle_ids": rec["particles"]["id"],
-                    "type": rec["particles"]["type"],
-                    "primary": rec["particles"]["primary"]}, m))
-            res["runs"].append(_row(classes, "learned", n,
-                                    M.summarise_scores(scores, args.min_voxels), seconds, off,
-                                    lin, kink, touch))
-            _print(res["runs"][-1])
+            for linkage in args.interaction_linkage or [pcfg["interaction_linkage"]]:
+                chain.cfg = {**chain.cfg, "interaction_linkage": linkage}  # inference only
+                scores = []
+                for e, m in zip(hold, masks, strict=True):
+                    rec = chain.reconstruct(e)
+                    scores.append(M.event_scores(e.truth, {
+                        **rec["voxels"], "particle_ids": rec["particles"]["id"],
+                        "type": rec["particles"]["type"],
+                        "primary": rec["particles"]["primary"]}, m))
+                res["runs"].append(_row(classes, "learned", n,
+                                        M.summarise_scores(scores, args.min_voxels), seconds,
+                                        off, lin, kink, touch, linkage, pointing))
+                _print(res["runs"][-1])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
     return 0
@@ -182,12 +200,14 @@ def with_true_classes(events: list) -> list:
 
 def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,
          seed_offset: int = 0, linearity: float | None = None,
-         kink_angle: float | None = None, touch: float | None = None) -> dict:
+         kink_angle: float | None = None, touch: float | None = None,
+         linkage: str | None = None, pointing: bool | None = None) -> dict:
     from larchain.reco import metrics as M
 
     return {"classes": classes, "chain": chain, "train_events": n_train,
             "seed_offset": seed_offset, "break_linearity": linearity, "kink_angle": kink_angle,
-            "interaction_touch": touch,
+            "interaction_touch": touch, "interaction_linkage": linkage,
+            "interaction_pointing": pointing,
             "train_seconds": seconds,
             **{f"{lv}_ari": s[lv]["ari"]["mean"] for lv in M.LEVELS},
             "pid": s["pid"]["accuracy"], "pid_particles": s["pid"]["n_particles"],
@@ -201,7 +221,8 @@ def _print(r: dict) -> None:
 
     who = (f"{r['chain']} ({r['train_events']} events, seed+{r['seed_offset']}, "
            f"break {r['break_linearity']}, kink {r['kink_angle']}, "
-           f"touch {r['interaction_touch']})"
+           f"touch {r['interaction_touch']}, pointing {r.get('interaction_pointing')}, "
+           f"linkage {r.get('interaction_linkage')})"
            if r["chain"] == "learned" else f"baseline (kink {r['kink_angle']})")
     primary = "" if r["primary"] is None else f", primary {r['primary']:.3f}"
     print(f"{r['classes']:7s} classes, {who:66s} ARI " + ", ".join(

@@ -28,6 +28,7 @@ from larchain.reco.graph import (
     LENGTH,
     N_EDGE,
     N_GEOMETRY,
+    N_POINTING,
     RR_EDGES,
     RR_PROFILE,
     START,
@@ -37,7 +38,9 @@ from larchain.reco.graph import (
     components,
     edge_features,
     feature_names,
+    pointing_features,
     radius_graph,
+    touching,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
@@ -325,6 +328,70 @@ def test_closest_points_large_event():
     a, b = edges[:, k].tolist()
     want = torch.cdist(coords[cluster == a].double(), coords[cluster == b].double()).min()
     assert d[k].item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def _segment(origin, direction, n):
+    return [[float(o + k * d) for o, d in zip(origin, direction, strict=True)] for k in range(n)]
+
+
+def test_touching_matches_the_closest_points_definition():
+    """Clusters are joined (transitively) when their closest voxels are within the radius:
+    the tree query over voxel pairs against closest_points over every cluster pair."""
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        n = int(rng.integers(1, 300))
+        coords = torch.as_tensor(rng.integers(0, 20, (n, 3)).astype(np.float32))
+        cluster = torch.as_tensor(np.unique(rng.integers(0, 25, n), return_inverse=True)[1])
+        radius = float(rng.choice([1.0, 1.5, 2.0, 3.0]))
+        k = int(cluster.max()) + 1
+        edges = complete_graph(torch.zeros(k, dtype=torch.int64))
+        dist, _, _ = closest_points(coords, cluster, edges)
+        assert torch.equal(touching(coords, cluster, radius),
+                           components(k, edges[:, dist <= radius]))
+    assert touching(torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64), 2.0).numel() == 0
+
+
+def test_pointing_features_of_a_pi0_like_layout():
+    """Two 'photons' (lines) converting 20 and 30 voxels from a vertex blob at the origin,
+    along +x and +y, and an unrelated line along z through (50, 60, z). Expected values are
+    plain geometry: an axis line through the blob has impact 0 on it; the photons' axes meet
+    at the origin, 20 and 30 voxels behind their first voxels; the unrelated line's axis
+    passes 60 voxels from the x photon's and 50 from the y photon's."""
+    a = _segment((20, 0, 0), (1, 0, 0), 30)
+    blob = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]]
+    c = _segment((0, 30, 0), (0, 1, 0), 30)
+    d = _segment((50, 60, 40), (0, 0, 1), 30)
+    coords = torch.tensor(a + blob + c + d)
+    cluster = torch.tensor([0] * 30 + [1] * 5 + [2] * 30 + [3] * 30)
+    x = cluster_features(coords, torch.ones(len(coords)), cluster)
+    edges = complete_graph(torch.zeros(4, dtype=torch.int64))
+    f = pointing_features(coords, cluster, x, edges).double()
+    assert f.shape == (6, N_POINTING)
+    raw = torch.sign(f) * torch.expm1(f.abs())  # every column is log1p or sign * log1p
+    row = {tuple(e): raw[k] for k, e in enumerate(edges.T.tolist())}
+    assert row[(0, 1)][0] == pytest.approx(0.0, abs=1e-6)  # x photon points through the blob
+    assert row[(1, 2)][0] == pytest.approx(0.0, abs=1e-6)  # so does the y photon
+    ab = row[(0, 2)]
+    assert ab[2] == pytest.approx(0.0, abs=1e-4)  # the two photon axes meet ...
+    assert ab[3:].tolist() == pytest.approx([20.0, 30.0], abs=1e-3)  # ... behind both
+    assert row[(0, 3)][2] == pytest.approx(60.0, abs=1e-3)
+    assert row[(2, 3)][2] == pytest.approx(50.0, abs=1e-3)
+    # the x photon's axis and the z line meet at (50, 0, 0) - (50, 60, 0): 1 voxel past the
+    # photon's far end (x = 49) and 40 before the z line's first voxel (z = 40)
+    assert row[(0, 3)][3:].tolist() == pytest.approx([1.0, 40.0], abs=1e-3)
+    # symmetric in the pair
+    flipped = pointing_features(coords, cluster, x, edges.flip(0))
+    assert torch.allclose(flipped, pointing_features(coords, cluster, x, edges))
+    assert pointing_features(coords, cluster, x, edges[:, :0]).shape == (0, N_POINTING)
+
+
+def test_pointing_features_of_parallel_lines():
+    """Parallel axes never meet: the closest approach is their distance, 'behind' is 0."""
+    coords = torch.tensor(_segment((0, 0, 0), (1, 0, 0), 10) + _segment((0, 7, 0), (1, 0, 0), 10))
+    cluster = torch.tensor([0] * 10 + [1] * 10)
+    x = cluster_features(coords, torch.ones(20), cluster)
+    raw = torch.expm1(pointing_features(coords, cluster, x, torch.tensor([[0], [1]]))[0].double())
+    assert raw.tolist() == pytest.approx([7.0, 7.0, 7.0, 0.0, 0.0], abs=1e-4)
 
 
 def test_edge_features_hand_computed():

@@ -41,6 +41,48 @@ def test_average_linkage_resists_one_wrong_edge():
     assert P.average_linkage(1, edges[:, :0], prob[:0], 0.5).tolist() == [0]
 
 
+def test_weighted_linkage_with_unit_weights_is_scipy_average_linkage():
+    rng = np.random.default_rng(4)
+    n = 12
+    i, j = torch.triu_indices(n, n, 1)
+    keep = torch.as_tensor(rng.random(len(i)) < 0.7)
+    edges = torch.stack([i[keep], j[keep]])
+    for _ in range(5):
+        prob = torch.as_tensor(rng.random(edges.shape[1]))
+        assert (P.average_linkage(n, edges, prob, 0.4, np.ones(n)).tolist()
+                == P.average_linkage(n, edges, prob, 0.4).tolist())
+
+
+def test_voxel_weighted_linkage_stops_a_small_node_bridging_two_big_ones():
+    """A 3-voxel particle scores 0.99 with two 200-voxel interactions that score 0.05 with
+    each other. Over node pairs the mean after the first merge is (0.99 + 0.05) / 2 > 0.5
+    and all three join; over voxel pairs it is (3 * 0.99 + 200 * 0.05) / 203 = 0.064."""
+    edges = torch.tensor([[0, 0, 1], [1, 2, 2]])  # small-A, small-B, A-B
+    prob = torch.tensor([0.99, 0.99, 0.05])
+    assert P.average_linkage(3, edges, prob, 0.5).tolist() == [0, 0, 0]
+    labels = P.average_linkage(3, edges, prob, 0.5, np.array([3, 200, 200]))
+    assert labels[1] != labels[2] and labels[0] in (labels[1], labels[2])
+
+
+def test_low_energy_particles_join_the_interaction_of_the_nearest_active_voxel():
+    """Particles 0 and 1 (interactions 0 and 1) are tracks along x at y = 0 and y = 20;
+    low-energy blobs 2-4 sit at y = 3 (near 0), y = 16 (near 1) and y = 9 / y = 12 (one
+    voxel each: its nearest voxel, at y = 12, is 8 from track 1 and 12 from track 0)."""
+    track0 = [[float(x), 0.0, 0.0] for x in range(10)]
+    track1 = [[float(x), 20.0, 0.0] for x in range(10)]
+    blobs = [[5.0, 3.0, 0.0], [6.0, 3.0, 0.0], [2.0, 16.0, 0.0], [8.0, 9.0, 0.0],
+             [8.0, 12.0, 0.0]]
+    coords = torch.tensor(track0 + track1 + blobs)
+    particle = np.array([0] * 10 + [1] * 10 + [2, 2, 3, 4, 4])
+    n = len(coords)
+    ev = P.EventInput(0, coords, torch.ones(n), torch.zeros(n, 5), torch.zeros(n, 4))
+    active = np.array([True, True, False, False, False])
+    got = P.Chain._attach_low_energy(None, ev, particle, np.array([0, 1, 2, 3, 4]), active)
+    assert got.tolist() == [0, 1, 0, 1, 1]
+    alone = P.Chain._attach_low_energy(None, ev, particle, np.arange(5), np.zeros(5, bool))
+    assert alone.tolist() == [0, 1, 2, 3, 4]  # nothing active: every particle stays alone
+
+
 def test_vertex_is_the_common_start_of_the_primaries():
     v = np.array([10.0, 20.0, 30.0])
     dirs = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, -1.0]])
@@ -100,7 +142,8 @@ def _synthetic_event(rng: np.random.Generator, index: int) -> P.EventInput:
 
 CFG = {"radius": 1.75, "edge_threshold": 0.5, "hidden": 16, "layers": 2,
        "epochs": {"fragments": 3, "particles": 30, "interactions": 40}, "batch_events": 2,
-       "lr": 1e-2, "seed": 3, "interaction_touch": 2.0}
+       "lr": 1e-2, "seed": 3, "interaction_touch": 2.0, "interaction_linkage": "voxels",
+       "interaction_pointing": True}
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,10 @@ INFER_CODE_VERSION = "2"
 #: Bump when the particle-level chain (fragments, particles, interactions) changes (3: dQ/dx
 #: node features, particle types restricted by semantic class; 4: end-activity node features;
 #: 5: charge profile from the Bragg end; 6: track fragments cut where their spine bends; 7:
-#: touching particles grouped before the interaction GNN, ``interaction_touch``).
-PARTICLES_CODE_VERSION = "7"
+#: touching particles grouped before the interaction GNN, ``interaction_touch``; 8:
+#: interactions linked by the mean score over voxel pairs, ``interaction_linkage``, and
+#: pointing features on the touching groups' edges, ``interaction_pointing``).
+PARTICLES_CODE_VERSION = "8"
 #: The model artifact reads the whole ``reco`` section ...
 CONFIG_KEYS = ("reco",)
 #: ... except where it trains and the options of the later rules.

@@ -33,8 +33,13 @@ mistakes it will see at inference (the GrapPA pattern, in plain PyTorch):
    second GraphNet groups these touching groups (same features, computed on the groups'
    voxels; an edge is "same true interaction"), so that it learns only what does not touch
    (a photon shower converting away from its vertex), not that two far-apart delta rays of
-   one cosmic muon belong together. The first network's edge scores are then not used (it
-   is still trained on them: they shape the node states its type head reads). With
+   one cosmic muon belong together. With ``interaction_pointing`` the groups' edges also
+   carry :func:`larchain.reco.graph.pointing_features` (does one group's axis pass through
+   the other; do the two axes meet behind both, as a pi0's photons do). The first network's
+   edge scores are then not used (it is still trained on them: they shape the node states
+   its type head reads). With ``interaction_linkage: voxels`` interactions are linked by the
+   mean score over voxel pairs, not node pairs (the interaction ARI counts voxel pairs too):
+   a small particle that scores high with two big groups cannot bridge them. With
    ``pid_by_shape`` the type is chosen among those the particle's predicted semantic class
    allows (:data:`ALLOWED_TYPES`: a shower is a photon or an electron, a track a muon, pion or
    proton, a Michel or delta an electron), in training as in use: left free, the head spent
@@ -70,6 +75,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
 from larchain.core.artifacts import atomic_path
@@ -215,15 +221,19 @@ def cluster_graph(ev: EventInput, cluster: np.ndarray, level: str) -> Graph:
     return g
 
 
-def touch_graph(ev: EventInput, cluster: np.ndarray, touch: float
+def touch_graph(ev: EventInput, cluster: np.ndarray, touch: float, pointing: bool = False
                 ) -> tuple[Graph, np.ndarray]:
     """The interaction-level graph whose nodes are the groups of clusters touching within
     ``touch`` voxels (:func:`larchain.reco.graph.touching`), and each cluster's group. With
     truth, edges are "same true interaction" of the groups' majority; no node targets (the
-    particle-level network types the particles)."""
+    particle-level network types the particles). ``pointing``: the edges also get
+    :func:`larchain.reco.graph.pointing_features`."""
     group = G.touching(ev.coords, torch.as_tensor(cluster), touch).numpy()
     g = cluster_graph(ev, group[cluster], "interaction")
     g.node_targets, g.node_class = [], None
+    if pointing:
+        extra = G.pointing_features(ev.coords, torch.as_tensor(group[cluster]), g.x, g.edges)
+        g.e = torch.cat([g.e, extra], 1)
     return g, group
 
 
@@ -295,18 +305,26 @@ class Chain:
         return _relabel(frag)
 
     @property
+    def pointing(self) -> bool:
+        """``interaction_pointing``: the touching groups' edges carry pointing features."""
+        return bool(self.cfg.get("interaction_pointing"))  # absent in chains saved before
+
+    @property
     def touch(self) -> float | None:
         """``interaction_touch`` (voxels), or None: the particle GNN groups interactions."""
         t = self.cfg.get("interaction_touch")  # absent in chains saved before it existed
         return None if t is None else float(t)
 
     def _group(self, model: GraphNet, ev: EventInput, cluster: np.ndarray, active: np.ndarray,
-               level: str, touch: float | None = None) -> tuple[np.ndarray, list[torch.Tensor]]:
+               level: str, touch: float | None = None, link: bool = True
+               ) -> tuple[np.ndarray, list[torch.Tensor]]:
         """Merge the active clusters (a boolean per cluster) by the model's edge scores;
         inactive ones stay alone. Returns per-cluster group ids and the node outputs (rows:
         the active clusters in order). With ``touch`` the model's nodes are the groups of
         active clusters touching within ``touch`` voxels (:func:`touch_graph`), and its node
-        outputs are per group."""
+        outputs are per group. ``link=False``: node outputs only, every cluster alone.
+        Interactions are linked by the mean score over voxel pairs when
+        ``interaction_linkage`` is ``"voxels"`` (:func:`average_linkage`)."""
         n = int(cluster.max()) + 1 if len(cluster) else 0
         group = np.arange(n)
         idx = np.flatnonzero(active)
@@ -320,11 +338,16 @@ class Chain:
         if touch is None:
             g, node_group = cluster_graph(sub, local[cluster[sel]], level), np.arange(len(idx))
         else:
-            g, node_group = touch_graph(sub, local[cluster[sel]], touch)
+            g, node_group = touch_graph(sub, local[cluster[sel]], touch, self.pointing)
         with torch.no_grad():
             logit, heads = model(g.x, g.edges, g.e)
-        comp = average_linkage(len(g.x), g.edges, torch.sigmoid(logit),
-                               self.threshold)[node_group]
+        if not link:
+            return group, heads
+        weight = None
+        if level == "interaction" and self.cfg.get("interaction_linkage") == "voxels":
+            weight = np.bincount(node_group[local[cluster[sel]]], minlength=len(g.x))
+        comp = average_linkage(len(g.x), g.edges, torch.sigmoid(logit), self.threshold,
+                               weight)[node_group]
         group[idx] = idx[np.unique(comp, return_index=True)[1]][comp]  # lowest member's id
         return _relabel(group), heads
 
@@ -340,9 +363,10 @@ class Chain:
         n_part = int(particle.max()) + 1 if len(particle) else 0
         part_class = majority(particle, ev.semantic.numpy(), n_part)
         active_p = np.isin(part_class, GROUPED)
+        by_groups = self.touch is not None and self.group_gnn is not None
         part_inter, heads = self._group(self.particle_gnn, ev, particle, active_p,
-                                        "interaction")
-        if self.touch is not None and self.group_gnn is not None:
+                                        "interaction", link=not by_groups)
+        if by_groups:
             part_inter, _ = self._group(self.group_gnn, ev, particle, active_p, "interaction",
                                         touch=self.touch)
         ptype = np.zeros(n_part, np.int64)  # low energy: photon
@@ -372,12 +396,13 @@ class Chain:
         if len(lone) == 0 or not active.any():
             return _relabel(out)
         act_vox = np.isin(particle, np.flatnonzero(active))
-        ref, ref_owner = ev.coords[torch.as_tensor(act_vox)], particle[act_vox]
-        for p in lone:
-            pts = ev.coords[particle == p]
-            d = torch.cdist(pts, ref)
-            nearest = int(d.min(0).values.argmin())
-            out[p] = out[ref_owner[nearest]]
+        coords = ev.coords.numpy().astype(np.float64)
+        # one tree query for every low-energy voxel, then each particle's closest pair
+        dist, nearest = cKDTree(coords[act_vox]).query(coords[~act_vox])
+        owner = particle[~act_vox]
+        order = np.lexsort((dist, owner))  # by particle, then distance
+        first = order[np.unique(owner[order], return_index=True)[1]]
+        out[owner[first]] = out[particle[act_vox][nearest[first]]]
         return _relabel(out)
 
     def _tables(self, ev: EventInput, frag: np.ndarray, particle: np.ndarray,
@@ -439,19 +464,44 @@ class Chain:
         }
 
 
-def average_linkage(n: int, edges: torch.Tensor, prob: torch.Tensor, threshold: float
-                    ) -> np.ndarray:
+def average_linkage(n: int, edges: torch.Tensor, prob: torch.Tensor, threshold: float,
+                    weight: np.ndarray | None = None) -> np.ndarray:
     """Group ``n`` nodes by average-linkage agglomeration on the edge scores: two groups merge
     while the mean score over all their node pairs exceeds ``threshold`` (pairs without an
     edge count as 0). Unlike connected components of the thresholded edges, one wrong edge
-    cannot join two large groups."""
+    cannot join two large groups.
+
+    With ``weight`` (one positive number per node, e.g. its voxel count) the mean is over
+    pairs of weight units, so a big node's scores outweigh a small one's: a small cluster
+    that scores high with two big groups cannot bridge them. scipy's ``linkage`` takes no
+    observation weights, hence the loop (fine for the ~10-200 nodes of one event)."""
     if n <= 1:
         return np.zeros(n, np.int64)
-    dist = np.ones(n * (n - 1) // 2)
     i, j = edges.numpy()
-    dist[n * i - i * (i + 1) // 2 + (j - i - 1)] = 1.0 - prob.double().numpy()
-    labels = fcluster(linkage(dist, "average"), t=1.0 - threshold, criterion="distance")
-    return _relabel(labels)
+    p = prob.double().numpy()
+    if weight is None:
+        dist = np.ones(n * (n - 1) // 2)
+        dist[n * i - i * (i + 1) // 2 + (j - i - 1)] = 1.0 - p
+        labels = fcluster(linkage(dist, "average"), t=1.0 - threshold, criterion="distance")
+        return _relabel(labels)
+    w = np.asarray(weight, np.float64)
+    total = np.zeros((n, n))  # summed weight-unit pair scores between current groups
+    total[i, j] = total[j, i] = p * w[i] * w[j]
+    labels = np.arange(n)
+    dead = np.zeros(n, bool)
+    while True:
+        mean = total / np.outer(w, w)
+        mean[dead] = mean[:, dead] = -1.0
+        np.fill_diagonal(mean, -1.0)
+        a, b = np.unravel_index(int(mean.argmax()), mean.shape)
+        if mean[a, b] <= threshold:
+            return _relabel(labels)
+        total[a] += total[b]
+        total[:, a] += total[:, b]
+        total[a, a] = 0.0
+        w[a] += w[b]
+        dead[b] = True
+        labels[labels == b] = a
 
 
 def _vertex(start: np.ndarray, end: np.ndarray, primary: np.ndarray) -> np.ndarray:
@@ -583,8 +633,10 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
     history += _fit(chain.particle_gnn, part_graphs, int(epochs["interactions"]), lr, batch,
                     rng, "interactions", by_shape=bool(cfg.get("pid_by_shape", False)))
     if chain.touch is not None:  # the same particles, joined where they touch
-        chain.group_gnn = GraphNet(n_node, G.N_EDGE, hidden=hidden, layers=layers)
-        group_graphs = [touch_graph(sub, local, chain.touch)[0] for sub, local in particle_sets]
+        n_edge = G.N_EDGE + (G.N_POINTING if chain.pointing else 0)
+        chain.group_gnn = GraphNet(n_node, n_edge, hidden=hidden, layers=layers)
+        group_graphs = [touch_graph(sub, local, chain.touch, chain.pointing)[0]
+                        for sub, local in particle_sets]
         history += _fit(chain.group_gnn, group_graphs, int(epochs["interactions"]), lr, batch,
                         rng, "interaction groups")
     return chain, history
@@ -651,8 +703,8 @@ def load_chain(directory: str | Path) -> Chain:
         cfg=cfg, mev_per_electron=float(meta["mev_per_electron"]),
         voxel_size=float(meta["voxel_size"]), scorer_inputs=int(sh["voxel_features"]))
     if chain.touch is not None:
-        chain.group_gnn = GraphNet(sh["node_features"], sh["edge_features"], hidden=hidden,
-                                   layers=layers)
+        n_edge = sh["edge_features"] + (G.N_POINTING if chain.pointing else 0)
+        chain.group_gnn = GraphNet(sh["node_features"], n_edge, hidden=hidden, layers=layers)
     state = load_file(str(directory / "chain.safetensors"))
     for m in _MODELS:
         if getattr(chain, m) is None:
