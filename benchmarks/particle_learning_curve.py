@@ -10,8 +10,11 @@ With ``--classes true`` the UResNet's class probabilities are replaced by the tr
 The DBSCAN baseline is scored on the same held-out events for reference (it is not trained).
 ``--seeds`` repeats each training with other seeds (their spread is the training noise);
 ``--linearity`` compares track-breaking thresholds (``particles.break_tracks.linearity``),
-``--kink-angle`` kink cuts (``particles.break_tracks.kink_angle``; ``none``: off), the
-baseline getting the same kink cut, ``--interaction-touch`` the grouping of touching particles
+``--kink-angle`` kink cuts (``particles.break_tracks.kink_angle``; ``none``: off) and
+``--kink-min-segment`` their shortest arm (``particles.break_tracks.kink_min_segment``), the
+baseline getting the same kink cut, ``--track-edge-threshold`` the voxel edge scorer's bar
+between track voxels (``particles.track_edge_threshold``; ``none``: ``edge_threshold``),
+``--interaction-touch`` the grouping of touching particles
 before the interaction GNN (``particles.interaction_touch``; ``none``: off), and
 ``--interaction-linkage`` the interaction step's average linkage over voxel or node pairs
 (``particles.interaction_linkage``; inference only, so each trained chain is scored with each).
@@ -24,6 +27,10 @@ Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``res
         --train 96 384 1344 --classes uresnet true --seeds 0 1 --json curve.json
     python benchmarks/particle_learning_curve.py --train 384 --linearity 0.85 0.9  # compare
     python benchmarks/particle_learning_curve.py --train 384 --kink-angle none 20 --seeds 0 1
+    python benchmarks/particle_learning_curve.py --events 640 --train 384 \
+        --kink-min-segment 4 3 --seeds 0 1
+    python benchmarks/particle_learning_curve.py --events 640 --train 384 \
+        --track-edge-threshold none 0.9 --seeds 0 1
     python benchmarks/particle_learning_curve.py --events 640 --train 384 \
         --interaction-touch none 2 --seeds 0 1 2
     python benchmarks/particle_learning_curve.py --events 640 --train 384 \
@@ -64,6 +71,12 @@ def main() -> int:
     ap.add_argument("--kink-angle", nargs="+", default=None,
                     help="particles.break_tracks.kink_angle values to compare, degrees or "
                          "'none' (default: the config's)")
+    ap.add_argument("--kink-min-segment", type=float, nargs="+", default=None,
+                    help="particles.break_tracks.kink_min_segment values to compare, voxels "
+                         "(default: the config's)")
+    ap.add_argument("--track-edge-threshold", nargs="+", default=None,
+                    help="particles.track_edge_threshold values to compare, or 'none' "
+                         "(default: the config's)")
     ap.add_argument("--interaction-touch", nargs="+", default=None,
                     help="particles.interaction_touch values to compare, voxels or 'none' "
                          "(default: the config's)")
@@ -103,27 +116,33 @@ def main() -> int:
         masks = [e.truth["semantic"] != LOW_ENERGY for e in hold]
         kinks = ([None if k.lower() == "none" else float(k) for k in args.kink_angle]
                  if args.kink_angle else [pcfg["break_tracks"]["kink_angle"]])
-        for kink in kinks:
+        segments = args.kink_min_segment or [pcfg["break_tracks"]["kink_min_segment"]]
+        kinks = list(itertools.product(kinks, segments))  # (angle, shortest arm) settings
+        for kink, segment in kinks:
             base_scores = [
                 M.event_scores(e.truth, B.baseline_chain(
                     e.coords.numpy().astype(np.float64), e.charge.numpy(),
-                    e.semantic.numpy(), **{**B.DEFAULTS, "kink_angle": kink}), m)
+                    e.semantic.numpy(), **{**B.DEFAULTS, "kink_angle": kink,
+                                           "kink_min_segment": segment}), m)
                 for e, m in zip(hold, masks, strict=True)]
             res["runs"].append(_row(classes, "baseline", 0,
                                     M.summarise_scores(base_scores, args.min_voxels), 0.0,
-                                    kink_angle=kink))
+                                    kink_angle=kink, kink_min_segment=segment))
             _print(res["runs"][-1])
         linearities = args.linearity or [pcfg["break_tracks"]["linearity"]]
         touches = ([None if t.lower() == "none" else float(t) for t in args.interaction_touch]
                    if args.interaction_touch else [pcfg.get("interaction_touch")])
         pointings = ([p == "on" for p in args.interaction_pointing]
                      if args.interaction_pointing else [pcfg["interaction_pointing"]])
-        for n, lin, kink, touch, pointing, off in itertools.product(
-                args.train, linearities, kinks, touches, pointings, args.seeds):
+        track_cuts = ([None if t.lower() == "none" else float(t)
+                       for t in args.track_edge_threshold]
+                      if args.track_edge_threshold else [pcfg.get("track_edge_threshold")])
+        for n, lin, (kink, segment), cut, touch, pointing, off in itertools.product(
+                args.train, linearities, kinks, track_cuts, touches, pointings, args.seeds):
             chain_cfg = {**pcfg, "seed": int(pcfg["seed"]) + off, "interaction_touch": touch,
-                         "interaction_pointing": pointing,
+                         "interaction_pointing": pointing, "track_edge_threshold": cut,
                          "break_tracks": {**pcfg["break_tracks"], "linearity": lin,
-                                          "kink_angle": kink}}
+                                          "kink_angle": kink, "kink_min_segment": segment}}
             t0 = time.perf_counter()
             chain, _ = train_chain(evs[:n], chain_cfg, vs)
             seconds = time.perf_counter() - t0
@@ -138,7 +157,8 @@ def main() -> int:
                         "primary": rec["particles"]["primary"]}, m))
                 res["runs"].append(_row(classes, "learned", n,
                                         M.summarise_scores(scores, args.min_voxels), seconds,
-                                        off, lin, kink, touch, linkage, pointing))
+                                        off, lin, kink, touch, linkage, pointing, segment,
+                                        cut))
                 _print(res["runs"][-1])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
@@ -201,11 +221,14 @@ def with_true_classes(events: list) -> list:
 def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,
          seed_offset: int = 0, linearity: float | None = None,
          kink_angle: float | None = None, touch: float | None = None,
-         linkage: str | None = None, pointing: bool | None = None) -> dict:
+         linkage: str | None = None, pointing: bool | None = None,
+         kink_min_segment: float | None = None,
+         track_edge_threshold: float | None = None) -> dict:
     from larchain.reco import metrics as M
 
     return {"classes": classes, "chain": chain, "train_events": n_train,
             "seed_offset": seed_offset, "break_linearity": linearity, "kink_angle": kink_angle,
+            "kink_min_segment": kink_min_segment, "track_edge_threshold": track_edge_threshold,
             "interaction_touch": touch, "interaction_linkage": linkage,
             "interaction_pointing": pointing,
             "train_seconds": seconds,
@@ -220,10 +243,12 @@ def _print(r: dict) -> None:
     from larchain.reco import metrics as M
 
     who = (f"{r['chain']} ({r['train_events']} events, seed+{r['seed_offset']}, "
-           f"break {r['break_linearity']}, kink {r['kink_angle']}, "
+           f"track cut {r.get('track_edge_threshold')}, break {r['break_linearity']}, "
+           f"kink {r['kink_angle']}/{r['kink_min_segment']}, "
            f"touch {r['interaction_touch']}, pointing {r.get('interaction_pointing')}, "
            f"linkage {r.get('interaction_linkage')})"
-           if r["chain"] == "learned" else f"baseline (kink {r['kink_angle']})")
+           if r["chain"] == "learned"
+           else f"baseline (kink {r['kink_angle']}/{r['kink_min_segment']})")
     primary = "" if r["primary"] is None else f", primary {r['primary']:.3f}"
     print(f"{r['classes']:7s} classes, {who:66s} ARI " + ", ".join(
         f"{lv} {r[lv + '_ari']:.3f}" for lv in M.LEVELS)

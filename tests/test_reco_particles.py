@@ -11,7 +11,7 @@ from larchain.reco import graph as G
 from larchain.reco import metrics as M
 from larchain.reco import particles as P
 from larchain.sim.stopping import RangeTable
-from larchain.sim.truth import TRACK
+from larchain.sim.truth import SHOWER, TRACK
 
 
 def test_majority_and_relabel():
@@ -259,6 +259,35 @@ def test_track_breaking_splits_a_kink_that_the_scorer_keeps_whole(trained):
     frag = cut.fragments(ev)
     assert len(np.unique(frag)) == 2
     assert M.ari(np.r_[np.zeros(40, int), np.ones(n - 40, int)], frag) > 0.85
+
+
+class _HalfScorer(torch.nn.Module):
+    """Scores every voxel edge 0.5 (logit 0)."""
+
+    def forward(self, x: torch.Tensor, edges: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(edges.shape[1])
+
+
+def test_track_edge_threshold_cuts_only_between_track_voxels(trained):
+    """``track_edge_threshold`` is the edge scorer's bar on track-track edges only. Every
+    edge scored 0.5, bars 0.4 elsewhere and 0.6 on tracks: track voxels end up alone, the
+    other classes' touching voxels stay together."""
+    chain, _, held_out = trained
+    ev = held_out[0]  # all tracks: the voxels of every other particle become a shower
+    odd = torch.as_tensor(ev.truth["particle"] % 2 == 1)
+    prob = ev.prob.clone()
+    prob[odd] = torch.nn.functional.one_hot(torch.tensor(SHOWER), 5).float()
+    ev = P.EventInput(ev.index, ev.coords, ev.charge, prob, ev.features, ev.truth)
+    track = ev.semantic.numpy() == TRACK
+    assert track.any() and (~track).any()
+    cfg = {**chain.cfg, "break_tracks": {}, "edge_threshold": 0.4}  # the scorer's fragments
+    half = {**chain.__dict__, "scorer": _HalfScorer()}
+    frag = P.Chain(**{**half, "cfg": {**cfg, "track_edge_threshold": 0.6}}).fragments(ev)
+    assert len(np.unique(frag[track])) == track.sum()
+    whole = P.Chain(**{**half, "cfg": {**cfg, "track_edge_threshold": None}}).fragments(ev)
+    assert M.ari(whole[~track], frag[~track]) == 1.0
+    assert len(np.unique(frag[~track])) < (~track).sum()
+    assert len(np.unique(whole[track])) < track.sum()
 
 
 def test_reconstructed_tables_are_consistent(trained):

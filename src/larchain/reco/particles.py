@@ -8,11 +8,16 @@ mistakes it will see at inference (the GrapPA pattern, in plain PyTorch):
    Voxel features: the UResNet's last decoder features, its five class probabilities and
    ``log1p(charge / 1e4)``; edge features ``|dx|, |dy|, |dz|, distance``. An edge is "same
    true fragment". Fragments are the connected components of the edges scored above
-   ``edge_threshold``. Then (``break_tracks``) track fragments are split at kinks and
-   vertices, where the local neighbourhood stops being a line
-   (:func:`larchain.reco.baseline.break_tracks`): the scorer alone keeps every edge between
-   touching voxels of one class (its fragments were the same as DBSCAN's on the default
-   sample), so tracks that share a vertex would otherwise stay one fragment. Last
+   ``edge_threshold``, or above ``track_edge_threshold`` between track voxels: there 98% of
+   the edges are "same fragment", so at 0.5 the scorer cut only 17% of the edges
+   joining two tracks (a short proton on the muon it leaves), though it ranks them well
+   (ROC AUC 0.97). A stricter bar (0.9) also cuts some tracks into pieces, which the fragment
+   GNN joins again: with true classes that gains, with the UResNet's classes it loses
+   (BENCHMARKS.md), so it is off (``null``) by default. Then (``break_tracks``) track
+   fragments are split at kinks and vertices, where the local neighbourhood stops being a line
+   (:func:`larchain.reco.baseline.break_tracks`): at 0.5 the scorer alone kept almost every
+   edge between touching voxels of one class (its fragments were the same as DBSCAN's on the
+   default sample), so tracks that share a vertex would stay one fragment. Last
    (``break_tracks.kink_angle``), track fragments are cut where their spine bends
    (:func:`larchain.reco.baseline.split_kinks`): a particle that ends where another begins
    stays linear in every small neighbourhood.
@@ -288,7 +293,12 @@ class Chain:
     def fragments(self, ev: EventInput) -> np.ndarray:
         """Per-voxel fragment ids (0..F-1)."""
         g = voxel_graph(ev, float(self.cfg["radius"]))
-        keep = torch.sigmoid(self.scorer(g.x, g.edges, g.e)) > self.threshold
+        score = torch.sigmoid(self.scorer(g.x, g.edges, g.e))
+        threshold = torch.full_like(score, self.threshold)
+        track_cut = self.cfg.get("track_edge_threshold")  # absent in chains saved before
+        if track_cut is not None:  # an edge joins two voxels of one predicted class
+            threshold[ev.semantic[g.edges[0]] == T.TRACK] = float(track_cut)
+        keep = score > threshold
         frag = _relabel(G.components(len(ev.coords), g.edges[:, keep]).numpy())
         brk = self.cfg.get("break_tracks") or {}  # absent in chains saved before it existed
         if not len(frag):
