@@ -114,8 +114,7 @@ def main() -> int:
         evs = with_true_classes(events) if classes == "true" else events
         hold = [evs[i] for i in hold_ids]
         masks = [e.truth["semantic"] != LOW_ENERGY for e in hold]
-        kinks = ([None if k.lower() == "none" else float(k) for k in args.kink_angle]
-                 if args.kink_angle else [pcfg["break_tracks"]["kink_angle"]])
+        kinks = _values(args.kink_angle, pcfg["break_tracks"]["kink_angle"])
         segments = args.kink_min_segment or [pcfg["break_tracks"]["kink_min_segment"]]
         kinks = list(itertools.product(kinks, segments))  # (angle, shortest arm) settings
         for kink, segment in kinks:
@@ -130,13 +129,10 @@ def main() -> int:
                                     kink_angle=kink, kink_min_segment=segment))
             _print(res["runs"][-1])
         linearities = args.linearity or [pcfg["break_tracks"]["linearity"]]
-        touches = ([None if t.lower() == "none" else float(t) for t in args.interaction_touch]
-                   if args.interaction_touch else [pcfg.get("interaction_touch")])
+        touches = _values(args.interaction_touch, pcfg.get("interaction_touch"))
         pointings = ([p == "on" for p in args.interaction_pointing]
                      if args.interaction_pointing else [pcfg["interaction_pointing"]])
-        track_cuts = ([None if t.lower() == "none" else float(t)
-                       for t in args.track_edge_threshold]
-                      if args.track_edge_threshold else [pcfg.get("track_edge_threshold")])
+        track_cuts = _values(args.track_edge_threshold, pcfg.get("track_edge_threshold"))
         for n, lin, (kink, segment), cut, touch, pointing, off in itertools.product(
                 args.train, linearities, kinks, track_cuts, touches, pointings, args.seeds):
             chain_cfg = {**pcfg, "seed": int(pcfg["seed"]) + off, "interaction_touch": touch,
@@ -216,6 +212,13 @@ def with_true_classes(events: list) -> list:
         e.prob = torch.nn.functional.one_hot(
             torch.as_tensor(e.truth["semantic"].astype(np.int64)), 5).float()
     return out
+
+
+def _values(given: list[str] | None, default: float | None) -> list[float | None]:
+    """Numbers or ``none`` from the command line, or the config's value alone."""
+    if not given:
+        return [default]
+    return [None if v.lower() == "none" else float(v) for v in given]
 
 
 def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,
