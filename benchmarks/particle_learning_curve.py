@@ -19,7 +19,9 @@ before the interaction GNN (``particles.interaction_touch``; ``none``: off), and
 ``--interaction-linkage`` the interaction step's average linkage over voxel or node pairs
 (``particles.interaction_linkage``; inference only, so each trained chain is scored with each).
 ``--interaction-pointing on off`` compares the touching groups' pointing edge features
-(``particles.interaction_pointing``).
+(``particles.interaction_pointing``), ``--cross-class on off`` fragment grouping across
+predicted classes (``particles.cross_class``) and ``--group-classes`` which classes' fragments
+are grouped (``particles.group_classes``, comma-separated: ``shower,track``).
 
 Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``results/reco``).
 
@@ -35,6 +37,8 @@ Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``res
         --interaction-touch none 2 --seeds 0 1 2
     python benchmarks/particle_learning_curve.py --events 640 --train 384 \
         --interaction-linkage nodes voxels --seeds 0 1
+    python benchmarks/particle_learning_curve.py --events 640 --train 384 --classes uresnet \
+        --cross-class off on --group-classes shower,track shower,track,michel,delta --seeds 0 1
     python benchmarks/particle_learning_curve.py --events 24 --holdout 8 --train 8 16  # smoke
 """
 
@@ -87,6 +91,11 @@ def main() -> int:
                     choices=["voxels", "nodes"],
                     help="particles.interaction_linkage values to compare, each scored with "
                          "the same trained chain (default: the config's)")
+    ap.add_argument("--cross-class", nargs="+", default=None, choices=["on", "off"],
+                    help="particles.cross_class values to compare (default: the config's)")
+    ap.add_argument("--group-classes", nargs="+", default=None,
+                    help="particles.group_classes values to compare, each comma-separated, "
+                         "e.g. shower,track (default: the config's)")
     ap.add_argument("--min-voxels", type=int, default=5,
                     help="PID is also reported over true particles of at least this many "
                          "voxels (particles.eval.pid_min_voxels)")
@@ -133,10 +142,16 @@ def main() -> int:
         pointings = ([p == "on" for p in args.interaction_pointing]
                      if args.interaction_pointing else [pcfg["interaction_pointing"]])
         track_cuts = _values(args.track_edge_threshold, pcfg.get("track_edge_threshold"))
-        for n, lin, (kink, segment), cut, touch, pointing, off in itertools.product(
-                args.train, linearities, kinks, track_cuts, touches, pointings, args.seeds):
+        crosses = ([c == "on" for c in args.cross_class] if args.cross_class
+                   else [pcfg["cross_class"]])
+        groupings = ([g.split(",") for g in args.group_classes] if args.group_classes
+                     else [pcfg["group_classes"]])
+        for n, lin, (kink, segment), cut, touch, pointing, cross, grouped, off in (
+                itertools.product(args.train, linearities, kinks, track_cuts, touches,
+                                  pointings, crosses, groupings, args.seeds)):
             chain_cfg = {**pcfg, "seed": int(pcfg["seed"]) + off, "interaction_touch": touch,
                          "interaction_pointing": pointing, "track_edge_threshold": cut,
+                         "cross_class": cross, "group_classes": grouped,
                          "break_tracks": {**pcfg["break_tracks"], "linearity": lin,
                                           "kink_angle": kink, "kink_min_segment": segment}}
             t0 = time.perf_counter()
@@ -154,7 +169,7 @@ def main() -> int:
                 res["runs"].append(_row(classes, "learned", n,
                                         M.summarise_scores(scores, args.min_voxels), seconds,
                                         off, lin, kink, touch, linkage, pointing, segment,
-                                        cut))
+                                        cut, cross, grouped))
                 _print(res["runs"][-1])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
@@ -226,15 +241,16 @@ def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,
          kink_angle: float | None = None, touch: float | None = None,
          linkage: str | None = None, pointing: bool | None = None,
          kink_min_segment: float | None = None,
-         track_edge_threshold: float | None = None) -> dict:
+         track_edge_threshold: float | None = None, cross_class: bool | None = None,
+         group_classes: list[str] | None = None) -> dict:
     from larchain.reco import metrics as M
 
     return {"classes": classes, "chain": chain, "train_events": n_train,
             "seed_offset": seed_offset, "break_linearity": linearity, "kink_angle": kink_angle,
             "kink_min_segment": kink_min_segment, "track_edge_threshold": track_edge_threshold,
             "interaction_touch": touch, "interaction_linkage": linkage,
-            "interaction_pointing": pointing,
-            "train_seconds": seconds,
+            "interaction_pointing": pointing, "cross_class": cross_class,
+            "group_classes": group_classes, "train_seconds": seconds,
             **{f"{lv}_ari": s[lv]["ari"]["mean"] for lv in M.LEVELS},
             "pid": s["pid"]["accuracy"], "pid_particles": s["pid"]["n_particles"],
             "pid_per_class": {k: v["accuracy"] for k, v in s["pid"]["per_class"].items()},
@@ -249,7 +265,8 @@ def _print(r: dict) -> None:
            f"track cut {r.get('track_edge_threshold')}, break {r['break_linearity']}, "
            f"kink {r['kink_angle']}/{r['kink_min_segment']}, "
            f"touch {r['interaction_touch']}, pointing {r.get('interaction_pointing')}, "
-           f"linkage {r.get('interaction_linkage')})"
+           f"linkage {r.get('interaction_linkage')}, cross-class {r.get('cross_class')}, "
+           f"grouped {','.join(r.get('group_classes') or [])})"
            if r["chain"] == "learned"
            else f"baseline (kink {r['kink_angle']}/{r['kink_min_segment']})")
     primary = "" if r["primary"] is None else f", primary {r['primary']:.3f}"

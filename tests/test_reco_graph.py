@@ -314,6 +314,34 @@ def test_closest_points_brute_force():
     assert [t.shape for t in empty] == [(0,), (0, 3), (0, 3)]
 
 
+def test_closest_points_breaks_ties_on_a_voxel_grid_by_lowest_index():
+    """On integer voxel coordinates equal distances are common. The voxel of the second
+    cluster is the lowest-index one at the closest distance, and the first cluster's voxel the
+    lowest-index one nearest to it (so features do not depend on how the search went)."""
+    rng = np.random.default_rng(8)
+    n, c = 600, 12
+    cluster = rng.integers(0, c, n)
+    coords = (rng.integers(0, 6, (c, 3))[cluster] * 3 + rng.integers(0, 4, (n, 3))).astype(float)
+    coords, first = np.unique(coords, axis=0, return_index=True)  # one voxel per position
+    cluster = cluster[first]
+    order = rng.permutation(len(coords))
+    coords, cluster = coords[order], cluster[order]
+    edges = complete_graph(torch.zeros(c, dtype=torch.int64))
+    edges = torch.cat([edges, edges.flip(0)], 1)
+    d, pa, pb = closest_points(torch.tensor(coords), torch.tensor(cluster), edges)
+    ties = 0
+    for k, (a, b) in enumerate(edges.T.tolist()):
+        xa, xb = coords[cluster == a], coords[cluster == b]
+        dm = np.sqrt(((xa[:, None] - xb[None]) ** 2).sum(-1))
+        jb = int(np.flatnonzero(dm.min(0) == dm.min())[0])
+        ia = int(np.flatnonzero(dm[:, jb] == dm[:, jb].min())[0])
+        ties += int((dm == dm.min()).sum() > 1)
+        assert d[k].item() == dm.min()
+        np.testing.assert_array_equal(pb[k].numpy(), xb[jb])
+        np.testing.assert_array_equal(pa[k].numpy(), xa[ia])
+    assert ties > 20  # the rule was exercised
+
+
 def test_closest_points_large_event():
     """20,000 voxels in 200 clusters, all pairs: exact, in bounded memory (the
     chain's speed, this included, is measured by benchmarks/particle_reco.py)."""

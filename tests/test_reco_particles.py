@@ -290,6 +290,46 @@ def test_track_edge_threshold_cuts_only_between_track_voxels(trained):
     assert len(np.unique(whole[track])) < track.sum()
 
 
+class _JoinAll(torch.nn.Module):
+    """A fragment GNN that scores every edge "same particle" (logit 10)."""
+
+    def forward(self, x: torch.Tensor, edges: torch.Tensor, e: torch.Tensor
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return torch.full((edges.shape[1],), 10.0), []
+
+
+def test_cross_class_and_group_classes_set_what_the_fragment_gnn_may_join(trained):
+    """Tracks of one event, every other particle relabelled shower, a fragment GNN that
+    joins every pair it is shown: by default the particles never mix the two classes; with
+    ``cross_class`` all shower and track fragments become one particle; with
+    ``group_classes: [shower]`` each track fragment stays a particle of its own."""
+    chain, _, held_out = trained
+    ev = held_out[0]
+    odd = torch.as_tensor(ev.truth["particle"] % 2 == 1)
+    prob = ev.prob.clone()
+    prob[odd] = torch.nn.functional.one_hot(torch.tensor(SHOWER), 5).float()
+    ev = P.EventInput(ev.index, ev.coords, ev.charge, prob, ev.features, ev.truth)
+    sem = ev.semantic.numpy()
+    track, shower = sem == TRACK, sem == SHOWER
+    assert track.any() and shower.any()
+    join = {**chain.__dict__, "fragment_gnn": _JoinAll()}
+
+    def particles(**cfg: object) -> np.ndarray:
+        return P.Chain(**{**join, "cfg": {**chain.cfg, **cfg}}).reconstruct(ev)[
+            "voxels"]["particle"]
+
+    same = particles()
+    assert len(np.unique(same[track])) == 1 and len(np.unique(same[shower])) == 1
+    assert not np.isin(same[track], same[shower]).any()
+    cross = particles(cross_class=True)
+    assert len(np.unique(cross[track | shower])) == 1
+    showers_only = particles(group_classes=["shower"])
+    frag = chain.fragments(ev)
+    assert len(np.unique(frag[track])) > 1
+    assert M.ari(frag[track], showers_only[track]) == 1.0
+    assert len(np.unique(showers_only[shower])) == 1
+
+
 def test_reconstructed_tables_are_consistent(trained):
     chain, _, held_out = trained
     ev = held_out[0]

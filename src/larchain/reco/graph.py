@@ -214,8 +214,6 @@ N_POINTING = len(POINTING_NAMES)
 
 # Covariance below this trace (voxels^2) counts as zero: the single-voxel conventions apply.
 _ZERO_COV = 1e-12
-# Distance matrices are computed in blocks of at most this many entries (float64: 32 MB).
-_BLOCK = 1 << 22
 
 
 def feature_names(k_extra: int) -> list[str]:
@@ -516,62 +514,59 @@ def closest_points(
     two clusters ``[E]``, that voxel of ``edges[0, e]`` ``[E, 3]`` and of ``edges[1, e]``
     ``[E, 3]``.
 
-    Exact (float64): for each cluster ``a`` of ``edges[0]``, distances from its voxels to
-    the voxels of all its partner clusters, in blocks, reduced per partner. The work is
-    ``sum_e |A_e| |B_e|``, the same as checking each pair separately; memory stays bounded.
-    Ties go to the lowest voxel index. Outputs are float64 for float64 ``coords``, float32
-    otherwise.
+    Exact (float64): for each cluster ``a`` of ``edges[0]``, a k-d tree of its voxels gives
+    every voxel of its partner clusters its distance to ``a``; per partner, the nearest such
+    voxel (lowest index on ties), then that voxel's nearest voxel of ``a`` (lowest index on
+    ties). The work is ``sum_a |partners' voxels| log |a|``, not the ``sum_e |A_e| |B_e|`` of
+    checking every voxel pair. Outputs are float64 for float64 ``coords``, float32 otherwise.
     """
     out_dtype = coords.dtype if coords.dtype == torch.float64 else torch.float32
-    e = edges.detach().cpu().to(torch.int64).reshape(2, -1)
+    e = edges.detach().cpu().to(torch.int64).reshape(2, -1).numpy()
     n_edges = e.shape[1]
     if n_edges == 0:
         z = torch.zeros(0, 3, dtype=out_dtype)
         return torch.zeros(0, dtype=out_dtype), z, z.clone()
-    c = coords.detach().to("cpu", torch.float64)
-    cl = cluster.detach().cpu().to(torch.int64)
+    c = coords.detach().to("cpu", torch.float64).numpy()
+    cl = cluster.detach().cpu().to(torch.int64).numpy()
     n_clusters = max(int(cl.max()), int(e.max())) + 1
-    dist = torch.empty(n_edges, dtype=torch.float64)
-    pa = torch.empty(n_edges, 3, dtype=torch.float64)
-    pb = torch.empty(n_edges, 3, dtype=torch.float64)
-    members = torch.argsort(cl, stable=True)
-    bounds = torch.cat([torch.zeros(1, dtype=torch.int64),
-                        torch.bincount(cl, minlength=n_clusters).cumsum(0)]).tolist()
-
-    for a in torch.unique(e[0]).tolist():
-        sel = torch.nonzero(e[0] == a).squeeze(1)
+    members = np.argsort(cl, kind="stable")
+    bounds = np.concatenate([[0], np.bincount(cl, minlength=n_clusters).cumsum()])
+    by_first = np.argsort(e[0], kind="stable")
+    first = np.searchsorted(e[0][by_first], np.arange(n_clusters + 1))
+    ia_of = np.empty(n_edges, np.int64)
+    ib_of = np.empty(n_edges, np.int64)
+    for a in np.unique(e[0]).tolist():
+        sel = by_first[first[a]:first[a + 1]]
         partners = e[1, sel]
-        ia = members[bounds[a]:bounds[a + 1]]
+        ia = members[bounds[a]:bounds[a + 1]]  # ascending voxel index
         if len(ia) == 0:
             raise ValueError(f"cluster {a} has no voxels")
-        wanted = torch.zeros(n_clusters, dtype=torch.bool)
+        wanted = np.zeros(n_clusters, bool)
         wanted[partners] = True
-        cols = torch.nonzero(wanted[cl]).squeeze(1)  # voxels of any partner, ascending
+        cols = np.flatnonzero(wanted[cl])  # voxels of any partner, ascending
         if len(cols) == 0:
             raise ValueError(f"a partner of cluster {a} has no voxels")
-        xb = c[cols]
-        # per partner voxel: distance to the nearest voxel of a, and which
-        best = torch.full((len(cols),), torch.inf, dtype=torch.float64)
-        arg = torch.zeros(len(cols), dtype=torch.int64)
-        rows = max(1, _BLOCK // len(cols))
-        for r in range(0, len(ia), rows):
-            dm = torch.cdist(c[ia[r:r + rows]], xb, compute_mode="donot_use_mm_for_euclid_dist")
-            m, am = dm.min(0)
-            better = m < best
-            best = torch.where(better, m, best)
-            arg = torch.where(better, am + r, arg)
+        tree = cKDTree(c[ia])
+        best = tree.query(c[cols], k=1)[0]
         # per partner cluster: the nearest of its voxels (lowest index on ties)
         cb = cl[cols]
-        dmin = torch.full((n_clusters,), torch.inf, dtype=torch.float64)
-        dmin = dmin.scatter_reduce(0, cb, best, "amin")
-        pos = torch.arange(len(cols))
-        at = torch.full((n_clusters,), len(cols), dtype=torch.int64)
-        at = at.scatter_reduce(0, cb, torch.where(best == dmin[cb], pos, len(cols)), "amin")
-        j = at[partners]
-        dist[sel] = dmin[partners]
-        pa[sel] = c[ia[arg[j]]]
-        pb[sel] = xb[j]
-    return dist.to(out_dtype), pa.to(out_dtype), pb.to(out_dtype)
+        dmin = np.full(n_clusters, np.inf)
+        np.minimum.at(dmin, cb, best)
+        tie = best == dmin[cb]
+        at = np.full(n_clusters, len(cols), np.int64)
+        np.minimum.at(at, cb[tie], np.flatnonzero(tie))
+        jb = cols[at[partners]]
+        ib_of[sel] = jb
+        # and its nearest voxel of a: candidates within that distance, compared exactly
+        near = tree.query_ball_point(c[jb], r=dmin[partners] * (1 + 1e-9) + 1e-12)
+        for k, j, cand in zip(sel.tolist(), jb.tolist(), near, strict=True):
+            cand = np.sort(np.asarray(cand, np.int64))
+            d2 = ((c[ia[cand]] - c[j]) ** 2).sum(1)
+            ia_of[k] = ia[cand[int(d2.argmin())]]
+    pa, pb = c[ia_of], c[ib_of]
+    dist = np.sqrt(((pa - pb) ** 2).sum(1))
+    return (torch.from_numpy(dist).to(out_dtype), torch.from_numpy(pa).to(out_dtype),
+            torch.from_numpy(pb).to(out_dtype))
 
 
 def edge_features(

@@ -50,10 +50,13 @@ mistakes it will see at inference (the GrapPA pattern, in plain PyTorch):
    proton, a Michel or delta an electron), in training as in use: left free, the head spent
    its few training examples relearning the class and typed half the delta rays as muons.
 
-Step 2 aggregates only shower and track fragments, and only fragments of the same class;
-Michel and delta fragments are particles as they are. Fragments predicted low-energy
-(de-excitation photons' Compton electrons) skip steps 2-3: each is its own particle (photon,
-not primary), attached to the interaction of the nearest particle.
+Step 2 aggregates the fragments of the ``group_classes`` (default shower and track), and
+only fragments of the same predicted class unless ``cross_class``; the other fragments
+(default Michel and delta) are particles as they are. With the UResNet's classes the
+one-class rule caps the particle ARI (perfect grouping of the chain's fragments: 0.67; across
+classes 0.83), but crossing classes has so far cost PID (BENCHMARKS.md). Fragments predicted
+low-energy (de-excitation photons' Compton electrons) skip steps 2-3: each is its own particle
+(photon, not primary), attached to the interaction of the nearest particle.
 
 A cluster's truth (for training) is the label most of its voxels carry.
 
@@ -201,17 +204,18 @@ def voxel_graph(ev: EventInput, radius: float) -> Graph:
     return Graph(ev.voxel_features(), edges, e, target)
 
 
-def cluster_graph(ev: EventInput, cluster: np.ndarray, level: str) -> Graph:
+def cluster_graph(ev: EventInput, cluster: np.ndarray, level: str, same_class: bool = True
+                  ) -> Graph:
     """Complete graph of the clusters (``cluster``: per-voxel ids 0..C-1) of one event.
-    ``level`` names the truth of an edge: ``"particle"`` (edges only between clusters of the
-    same predicted class) or ``"interaction"`` (which also gets the type and primary targets
-    per node)."""
+    ``level`` names the truth of an edge: ``"particle"`` (with ``same_class``, edges only
+    between clusters of the same predicted class) or ``"interaction"`` (which also gets the
+    type and primary targets per node)."""
     c = torch.as_tensor(cluster)
     n = int(cluster.max()) + 1 if len(cluster) else 0
     x = G.cluster_features(ev.coords, ev.charge, c, ev.prob)
     edges = G.complete_graph(torch.zeros(n, dtype=torch.int64))
     cls = torch.as_tensor(majority(cluster, ev.semantic.numpy(), n)).long()
-    if level == "particle":  # fragments of one particle share its class
+    if level == "particle" and same_class:  # fragments of one particle share its class
         edges = edges[:, cls[edges[0]] == cls[edges[1]]]
     e = G.edge_features(ev.coords, c, x, edges)
     g = Graph(x, edges, e)
@@ -320,6 +324,20 @@ class Chain:
         return bool(self.cfg.get("interaction_pointing"))  # absent in chains saved before
 
     @property
+    def aggregated(self) -> tuple[int, ...]:
+        """``group_classes``: the predicted classes whose fragments the fragment GNN groups."""
+        names = self.cfg.get("group_classes")  # absent in chains saved before it existed
+        if names is None:
+            return AGGREGATED
+        return tuple(T.SEMANTIC_CLASSES.index(n) for n in names)
+
+    @property
+    def cross_class(self) -> bool:
+        """``cross_class``: the fragment GNN may join fragments of different predicted
+        classes."""
+        return bool(self.cfg.get("cross_class"))  # absent in chains saved before it existed
+
+    @property
     def touch(self) -> float | None:
         """``interaction_touch`` (voxels), or None: the particle GNN groups interactions."""
         t = self.cfg.get("interaction_touch")  # absent in chains saved before it existed
@@ -346,7 +364,8 @@ class Chain:
         sub = EventInput(ev.index, ev.coords[sel], ev.charge[sel], ev.prob[sel],
                          ev.features[sel])
         if touch is None:
-            g, node_group = cluster_graph(sub, local[cluster[sel]], level), np.arange(len(idx))
+            g = cluster_graph(sub, local[cluster[sel]], level, same_class=not self.cross_class)
+            node_group = np.arange(len(idx))
         else:
             g, node_group = touch_graph(sub, local[cluster[sel]], touch, self.pointing)
         with torch.no_grad():
@@ -367,7 +386,7 @@ class Chain:
         frag = self.fragments(ev)
         n_frag = int(frag.max()) + 1 if len(frag) else 0
         frag_class = majority(frag, ev.semantic.numpy(), n_frag)
-        active = np.isin(frag_class, AGGREGATED)
+        active = np.isin(frag_class, self.aggregated)
         frag_particle, _ = self._group(self.fragment_gnn, ev, frag, active, "particle")
         particle = frag_particle[frag]
         n_part = int(particle.max()) + 1 if len(particle) else 0
@@ -625,15 +644,16 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
     frag_graphs, part_graphs, particle_sets = [], [], []
     frags = [chain.fragments(ev) for ev in events]
     for ev, frag in zip(events, frags, strict=True):
-        sel, local = _active(ev, frag, AGGREGATED)
+        sel, local = _active(ev, frag, chain.aggregated)
         if sel is not None:
-            frag_graphs.append(cluster_graph(_subset(ev, sel), local, "particle"))
+            frag_graphs.append(cluster_graph(_subset(ev, sel), local, "particle",
+                                             same_class=not chain.cross_class))
     history += _fit(chain.fragment_gnn, frag_graphs, int(epochs["particles"]), lr, batch, rng,
                     "particles")
     # step 3 on the particles step 2 makes
     for ev, frag in zip(events, frags, strict=True):
         n_frag = int(frag.max()) + 1
-        active = np.isin(majority(frag, ev.semantic.numpy(), n_frag), AGGREGATED)
+        active = np.isin(majority(frag, ev.semantic.numpy(), n_frag), chain.aggregated)
         fp, _ = chain._group(chain.fragment_gnn, ev, frag, active, "particle")
         particle = fp[frag]
         sel, local = _active(ev, particle, GROUPED)
