@@ -19,9 +19,10 @@ before the interaction GNN (``particles.interaction_touch``; ``none``: off), and
 ``--interaction-linkage`` the interaction step's average linkage over voxel or node pairs
 (``particles.interaction_linkage``; inference only, so each trained chain is scored with each).
 ``--interaction-pointing on off`` compares the touching groups' pointing edge features
-(``particles.interaction_pointing``), ``--cross-class on off`` fragment grouping across
-predicted classes (``particles.cross_class``) and ``--group-classes`` which classes' fragments
-are grouped (``particles.group_classes``, comma-separated: ``shower,track``).
+(``particles.interaction_pointing``), ``--voxel-cross-class on off`` dense clustering across
+predicted classes (``particles.voxel_cross_class``), ``--cross-class on off`` fragment grouping
+across predicted classes (``particles.cross_class``) and ``--group-classes`` which classes'
+fragments are grouped (``particles.group_classes``, comma-separated: ``shower,track``).
 
 Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``results/reco``).
 
@@ -39,6 +40,8 @@ Needs the default run's stage-1 model (``snakemake --cores 2``: the newest ``res
         --interaction-linkage nodes voxels --seeds 0 1
     python benchmarks/particle_learning_curve.py --events 640 --train 384 --classes uresnet \
         --cross-class off on --group-classes shower,track shower,track,michel,delta --seeds 0 1
+    python benchmarks/particle_learning_curve.py --events 640 --train 384 \
+        --voxel-cross-class off on --seeds 1 2
     python benchmarks/particle_learning_curve.py --events 24 --holdout 8 --train 8 16  # smoke
 """
 
@@ -91,6 +94,9 @@ def main() -> int:
                     choices=["voxels", "nodes"],
                     help="particles.interaction_linkage values to compare, each scored with "
                          "the same trained chain (default: the config's)")
+    ap.add_argument("--voxel-cross-class", nargs="+", default=None, choices=["on", "off"],
+                    help="particles.voxel_cross_class values to compare (default: the "
+                         "config's)")
     ap.add_argument("--cross-class", nargs="+", default=None, choices=["on", "off"],
                     help="particles.cross_class values to compare (default: the config's)")
     ap.add_argument("--group-classes", nargs="+", default=None,
@@ -144,14 +150,17 @@ def main() -> int:
         track_cuts = _values(args.track_edge_threshold, pcfg.get("track_edge_threshold"))
         crosses = ([c == "on" for c in args.cross_class] if args.cross_class
                    else [pcfg["cross_class"]])
+        voxel_crosses = ([c == "on" for c in args.voxel_cross_class]
+                         if args.voxel_cross_class else [pcfg["voxel_cross_class"]])
         groupings = ([g.split(",") for g in args.group_classes] if args.group_classes
                      else [pcfg["group_classes"]])
-        for n, lin, (kink, segment), cut, touch, pointing, cross, grouped, off in (
+        for n, lin, (kink, segment), cut, touch, pointing, vcross, cross, grouped, off in (
                 itertools.product(args.train, linearities, kinks, track_cuts, touches,
-                                  pointings, crosses, groupings, args.seeds)):
+                                  pointings, voxel_crosses, crosses, groupings, args.seeds)):
             chain_cfg = {**pcfg, "seed": int(pcfg["seed"]) + off, "interaction_touch": touch,
                          "interaction_pointing": pointing, "track_edge_threshold": cut,
-                         "cross_class": cross, "group_classes": grouped,
+                         "voxel_cross_class": vcross, "cross_class": cross,
+                         "group_classes": grouped,
                          "break_tracks": {**pcfg["break_tracks"], "linearity": lin,
                                           "kink_angle": kink, "kink_min_segment": segment}}
             t0 = time.perf_counter()
@@ -169,7 +178,7 @@ def main() -> int:
                 res["runs"].append(_row(classes, "learned", n,
                                         M.summarise_scores(scores, args.min_voxels), seconds,
                                         off, lin, kink, touch, linkage, pointing, segment,
-                                        cut, cross, grouped))
+                                        cut, cross, grouped, vcross))
                 _print(res["runs"][-1])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
@@ -242,19 +251,21 @@ def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,
          linkage: str | None = None, pointing: bool | None = None,
          kink_min_segment: float | None = None,
          track_edge_threshold: float | None = None, cross_class: bool | None = None,
-         group_classes: list[str] | None = None) -> dict:
+         group_classes: list[str] | None = None,
+         voxel_cross_class: bool | None = None) -> dict:
     from larchain.reco import metrics as M
 
     return {"classes": classes, "chain": chain, "train_events": n_train,
             "seed_offset": seed_offset, "break_linearity": linearity, "kink_angle": kink_angle,
             "kink_min_segment": kink_min_segment, "track_edge_threshold": track_edge_threshold,
             "interaction_touch": touch, "interaction_linkage": linkage,
-            "interaction_pointing": pointing, "cross_class": cross_class,
+            "interaction_pointing": pointing, "voxel_cross_class": voxel_cross_class,
+            "cross_class": cross_class,
             "group_classes": group_classes, "train_seconds": seconds,
             **{f"{lv}_ari": s[lv]["ari"]["mean"] for lv in M.LEVELS},
             "pid": s["pid"]["accuracy"], "pid_particles": s["pid"]["n_particles"],
             "pid_per_class": {k: v["accuracy"] for k, v in s["pid"]["per_class"].items()},
-            "pid_visible": s["pid_visible"],
+            "pid_visible": s["pid_visible"], "pid_mutual": s["pid_mutual"],
             "primary": s.get("primary", {}).get("accuracy")}
 
 
@@ -265,7 +276,9 @@ def _print(r: dict) -> None:
            f"track cut {r.get('track_edge_threshold')}, break {r['break_linearity']}, "
            f"kink {r['kink_angle']}/{r['kink_min_segment']}, "
            f"touch {r['interaction_touch']}, pointing {r.get('interaction_pointing')}, "
-           f"linkage {r.get('interaction_linkage')}, cross-class {r.get('cross_class')}, "
+           f"linkage {r.get('interaction_linkage')}, "
+           f"voxel cross-class {r.get('voxel_cross_class')}, "
+           f"cross-class {r.get('cross_class')}, "
            f"grouped {','.join(r.get('group_classes') or [])})"
            if r["chain"] == "learned"
            else f"baseline (kink {r['kink_angle']}/{r['kink_min_segment']})")
@@ -275,6 +288,8 @@ def _print(r: dict) -> None:
         + f"; PID {r['pid']:.3f} ({r['pid_particles']} particles){primary}"
         + f"; PID >= {r['pid_visible']['min_voxels']} voxels {r['pid_visible']['accuracy']:.3f} "
           f"({r['pid_visible']['n_particles']} particles)"
+        + f"; mutual {r['pid_mutual']['accuracy']:.3f} "
+          f"({sum(r['pid_mutual']['n_swallowed'].values())} swallowed)"
         + (f"; trained in {r['train_seconds']:.0f} s" if r["train_seconds"] else ""),
         flush=True)
 

@@ -198,3 +198,40 @@ def test_oracle_grouping_checks_lengths():
         oracle_grouping(np.array([0, 1]), np.array([0]))
     with pytest.raises(ValueError, match="key has 1 values for 2 clusters"):
         oracle_grouping(np.array([0, 1]), np.array([0, 0]), key=np.array([0]))
+
+
+def test_pid_mutual_leaves_out_a_particle_swallowed_by_a_bigger_one():
+    """A 2-voxel delta ray (electron) merged into its 5-voxel muon is 'typed' by the muon's
+    particle in ``pid``, and a 3-voxel electron inside a predicted particle that is mostly
+    another muon's voxels is typed right by luck: ``pid_mutual`` scores neither and counts
+    both as swallowed, while a particle reconstructed as its own stays scored."""
+    truth = {
+        "particle": np.array([1, 1, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4, 4]),
+        "fragment": np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3, 3]),
+        "interaction": np.zeros(16, dtype=np.int64),
+        "particle_type": np.array([2] * 5 + [1] * 2 + [1] * 3 + [2] * 6),
+        "primary": np.zeros(16, dtype=np.int64),
+    }
+    pred = {
+        # muon 1 + delta 2 -> particle 0; muon 4's voxels 10-13 + electron 3 -> particle 1
+        # (4 of muon 4 against 3 of electron 3); muon 4's voxels 14-15 -> particle 2
+        "particle": np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2]),
+        "fragment": np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2]),
+        "interaction": np.zeros(16, dtype=np.int64),
+        "particle_ids": np.array([0, 1, 2]),
+        "type": np.array([2, 1, 2]),  # muon, electron, muon
+        "primary": np.zeros(3, dtype=np.int64),
+    }
+    e = event_scores(truth, pred)
+    assert e["pid"]["mutual"].tolist() == [1, 0, 0, 1]
+    s = summarise_scores([e], pid_min_voxels=2)
+    assert s["pid_visible"]["n_particles"] == 4
+    # wrong: the delta (typed muon) and muon 4 (its particle 1 is typed electron)
+    assert s["pid_visible"]["accuracy"] == pytest.approx(2 / 4)
+    assert s["pid_visible"]["per_class"]["electron"]["accuracy"] == pytest.approx(1 / 2)
+    mutual = s["pid_mutual"]
+    assert mutual["n_particles"] == 2 and mutual["accuracy"] == pytest.approx(1 / 2)
+    assert mutual["per_class"]["electron"]["n"] == 0
+    assert mutual["per_class"]["muon"] == {"accuracy": 0.5, "n": 2}
+    assert mutual["n_swallowed"] == {"photon": 0, "electron": 2, "muon": 0, "pion": 0,
+                                     "proton": 0}

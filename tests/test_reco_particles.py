@@ -290,6 +290,42 @@ def test_track_edge_threshold_cuts_only_between_track_voxels(trained):
     assert len(np.unique(whole[track])) < track.sum()
 
 
+
+def test_voxel_cross_class_links_voxels_of_two_predicted_classes(trained):
+    """The middle third of a muon is 'predicted' shower and every edge is scored 0.5 (above
+    the bar): by default the voxel graph never links the two classes, so the muon falls into
+    its shower middle and two track ends; with ``voxel_cross_class`` it is one fragment. The
+    track bar applies to track-track edges only, so a stricter one (0.6) leaves each track
+    voxel tied to the others through the shower ones alone."""
+    chain, _, held_out = trained
+    ev = held_out[0]
+    muon = ev.truth["particle"] == 0
+    xyz = ev.coords.numpy()[muon].astype(np.float64)
+    axis = np.linalg.svd(xyz - xyz.mean(0))[2][0]
+    along = (xyz - xyz.mean(0)) @ axis
+    middle = np.zeros(len(muon), bool)
+    middle[np.flatnonzero(muon)] = np.abs(along) < np.ptp(along) / 6
+    prob = ev.prob.clone()
+    prob[torch.as_tensor(middle)] = torch.nn.functional.one_hot(torch.tensor(SHOWER), 5).float()
+    ev = P.EventInput(ev.index, ev.coords, ev.charge, prob, ev.features, ev.truth)
+    assert middle.any() and (muon & ~middle).any()
+    cfg = {**chain.cfg, "break_tracks": {}, "edge_threshold": 0.4}  # the scorer's fragments
+    half = {**chain.__dict__, "scorer": _HalfScorer()}
+
+    def fragments(**extra: object) -> np.ndarray:
+        return P.Chain(**{**half, "cfg": {**cfg, **extra}}).fragments(ev)
+
+    assert len(np.unique(fragments()[muon])) == 3
+    assert len(np.unique(fragments(voxel_cross_class=True)[muon])) == 1
+    strict = fragments(voxel_cross_class=True, track_edge_threshold=0.6)
+    track_ends = muon & ~middle
+    assert len(np.unique(strict[track_ends])) > 1  # track-track edges cut ...
+    c = ev.coords.numpy()
+    near = np.linalg.norm(c[:, None] - c[middle][None], axis=2).min(1) <= cfg["radius"]
+    touching = track_ends & near
+    assert touching.any()  # ... not the cross-class ones: those voxels join the middle
+    assert set(strict[touching]) == set(strict[middle]) and len(set(strict[middle])) == 1
+
 class _JoinAll(torch.nn.Module):
     """A fragment GNN that scores every edge "same particle" (logit 10)."""
 

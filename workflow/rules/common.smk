@@ -100,7 +100,7 @@ PARTICLE_EVAL = artifact(
     "particle_eval",
     ("particles.eval",),
     (),
-    reco.PARTICLES_CODE_VERSION,
+    reco.PARTICLE_EVAL_CODE_VERSION,
     {"reconstruction": PARTICLE_INFER, "predictions": RECO_INFER, "simulation": SIM},
 )
 

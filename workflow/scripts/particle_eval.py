@@ -34,7 +34,8 @@ def main(smk) -> None:  # noqa: ANN001
               f"{s['particle']['ari']['mean']:.3f} interaction "
               f"{s['interaction']['ari']['mean']:.3f}; PID accuracy {s['pid']['accuracy']} "
               f"({s['pid_visible']['accuracy']} over particles of >= "
-              f"{s['pid_visible']['min_voxels']} voxels)", file=sys.stderr)
+              f"{s['pid_visible']['min_voxels']} voxels, {s['pid_mutual']['accuracy']} over "
+              f"those reconstructed as their own particle)", file=sys.stderr)
     plots.event_display({**result["display"], "voxel_size": voxel_size(sim_dir)},
                         smk.output.display)
     vis = result["learned"]["pid_visible"]

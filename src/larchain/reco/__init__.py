@@ -22,6 +22,9 @@ INFER_CODE_VERSION = "2"
 #: interactions linked by the mean score over voxel pairs, ``interaction_linkage``, and
 #: pointing features on the touching groups' edges, ``interaction_pointing``).
 PARTICLES_CODE_VERSION = "8"
+#: ``particle_eval``'s: the chain's, plus a suffix bumped when only the scores change (1: PID
+#: over mutual matches, ``pid_mutual``).
+PARTICLE_EVAL_CODE_VERSION = f"{PARTICLES_CODE_VERSION}.1"
 #: The model artifact reads the whole ``reco`` section ...
 CONFIG_KEYS = ("reco",)
 #: ... except where it trains and the options of the later rules.

@@ -18,6 +18,11 @@ Conventions:
 * PID: a true particle's predicted type (and primary flag) is that of the predicted particle
   sharing most of its voxels (:func:`match_clusters`); -1 when that predicted particle has no
   entry in ``particle_ids`` (counts as wrong, left out of the confusion matrix).
+* That match is one-sided: a small particle swallowed by a bigger one (a delta ray merged
+  into its muon) is "typed" by the bigger one, and can be "right" by luck (a delta ray inside
+  a blob of muon voxels called shower, typed electron). ``"pid_mutual"`` therefore also
+  scores PID over the matches that hold both ways (the predicted particle's voxels are
+  mostly this true particle's), and counts the swallowed particles by type.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from larchain.sim.truth import PARTICLE_TYPES
 
 LEVELS = ("fragment", "particle", "interaction")
 N_TYPES = len(PARTICLE_TYPES)
-_PID_KEYS = ("true_type", "pred_type", "true_primary", "pred_primary", "n_voxels", "n_overlap")
+_PID_KEYS = ("true_type", "pred_type", "true_primary", "pred_primary", "n_voxels", "n_overlap",
+             "mutual")
 
 
 def ari(true: np.ndarray, pred: np.ndarray) -> float:
@@ -134,8 +140,9 @@ def event_scores(truth: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray]
     :data:`LEVELS`, ``"n_voxels"`` (scored), and ``"pid"``: arrays over the scored true
     particles (``np.unique`` order of their ids) of ``true_type``, ``pred_type``,
     ``true_primary``, ``pred_primary``, ``n_voxels`` (masked voxels of the true particle) and
-    ``n_overlap`` (of those, in the matched predicted particle); concatenated by
-    :func:`summarise_scores`.
+    ``n_overlap`` (of those, in the matched predicted particle) and ``mutual`` (1 where the
+    matched predicted particle's masked voxels are mostly this true particle's, ties to the
+    lowest true id: the match holds both ways); concatenated by :func:`summarise_scores`.
     """
     n = len(np.asarray(truth["particle"]))
     m = np.ones(n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
@@ -156,9 +163,11 @@ def event_scores(truth: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray]
         matched = p_ids[best]
         n_overlap = c[np.arange(len(t_ids)), best]
         n_vox = c.sum(1)
+        mutual = np.argmax(c, axis=0)[best] == np.arange(len(t_ids))
     else:
         matched = np.zeros(0, dtype=np.int64)
         n_overlap = n_vox = np.zeros(0, dtype=np.int64)
+        mutual = np.zeros(0, dtype=bool)
     # A true particle's type and primary flag: its first (masked) voxel's labels.
     _, first = np.unique(t_part, return_index=True)
     true_type = np.asarray(truth["particle_type"])[m][first].astype(np.int64)
@@ -174,7 +183,8 @@ def event_scores(truth: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray]
     pred_primary = np.where(found, pprim[at] if len(ids) else -1, -1).astype(np.int64)
     out["pid"] = {"true_type": true_type, "pred_type": pred_type,
                   "true_primary": true_primary, "pred_primary": pred_primary,
-                  "n_voxels": n_vox.astype(np.int64), "n_overlap": n_overlap.astype(np.int64)}
+                  "n_voxels": n_vox.astype(np.int64), "n_overlap": n_overlap.astype(np.int64),
+                  "mutual": mutual.astype(np.int64)}
     return out
 
 
@@ -204,6 +214,8 @@ def summarise_scores(events: Sequence[dict[str, Any]], pid_min_voxels: int = 1
     ``pid_min_voxels`` scored voxels, with the count left out per type. Why: a particle of
     one or two voxels has no shape to type it by (a stopping pion's 4 MeV decay muon travels
     1.5 mm in 3 mm voxels), yet it weighs as much as a metre-long track in ``"pid"``.
+    ``"pid_mutual"``: the same over the visible particles whose match holds both ways, with
+    the visible particles swallowed by another particle counted per type (``n_swallowed``).
     """
     out: dict[str, Any] = {"n_events": len(events)}
     for level in LEVELS:
@@ -221,6 +233,11 @@ def summarise_scores(events: Sequence[dict[str, Any]], pid_min_voxels: int = 1
         "min_voxels": int(pid_min_voxels), **_pid_summary(t[big], p[big]),
         "n_left_out": {name: int(np.sum(~big & (t == i)))
                        for i, name in enumerate(PARTICLE_TYPES)}}
+    own = big & (pid["mutual"] == 1)
+    out["pid_mutual"] = {
+        **_pid_summary(t[own], p[own]),
+        "n_swallowed": {name: int(np.sum(big & ~own & (t == i)))
+                        for i, name in enumerate(PARTICLE_TYPES)}}
     out["primary"] = {
         "accuracy": _ratio(int(np.sum(pid["true_primary"] == pid["pred_primary"])),
                            len(pid["true_primary"])),

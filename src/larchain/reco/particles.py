@@ -4,7 +4,9 @@ Three learned steps, each trained on the output of the step before, so that it l
 mistakes it will see at inference (the GrapPA pattern, in plain PyTorch):
 
 1. **Dense clustering** (:class:`~larchain.reco.gnn.EdgeScorer`): the radius graph of voxels
-   of the same *predicted* semantic class (``radius`` voxels; 1.75 links the 26 neighbours).
+   of the same *predicted* semantic class (``radius`` voxels; 1.75 links the 26 neighbours),
+   or of any class with ``voxel_cross_class`` (the scorer, which sees the class
+   probabilities, then decides where a mis-segmented voxel belongs).
    Voxel features: the UResNet's last decoder features, its five class probabilities and
    ``log1p(charge / 1e4)``; edge features ``|dx|, |dy|, |dz|, distance``. An edge is "same
    true fragment". Fragments are the connected components of the edges scored above
@@ -54,7 +56,9 @@ Step 2 aggregates the fragments of the ``group_classes`` (default shower and tra
 only fragments of the same predicted class unless ``cross_class``; the other fragments
 (default Michel and delta) are particles as they are. With the UResNet's classes the
 one-class rule caps the particle ARI (perfect grouping of the chain's fragments: 0.67; across
-classes 0.83), but crossing classes has so far cost PID (BENCHMARKS.md). Fragments predicted
+classes 0.83), but crossing classes costs PID: the delta rays the UResNet calls shower or
+track sit in fragments made mostly of their muon's voxels, which then join the muon
+(BENCHMARKS.md). The same holds, milder, for ``voxel_cross_class``. Fragments predicted
 low-energy (de-excitation photons' Compton electrons) skip steps 2-3: each is its own particle
 (photon, not primary), attached to the interaction of the nearest particle.
 
@@ -96,9 +100,9 @@ from larchain.sim.stopping import RangeTable
 N_TYPES = len(T.PARTICLE_TYPES)
 TRACK_TYPES = {2: "muon", 3: "pion", 4: "proton"}  # type index -> CSDA table
 VOXEL_EDGE_FEATURES = 4
-#: Classes whose fragments the fragment GNN aggregates (as GrapPA: showers; here also the
-#: pieces of a track broken at a mis-segmented voxel). Michel and delta fragments are
-#: particles as they are.
+#: Default of ``group_classes`` (chains saved before it existed): the classes whose fragments
+#: the fragment GNN aggregates (as GrapPA: showers; here also the pieces of a track broken at
+#: a mis-segmented voxel). Michel and delta fragments are particles as they are.
 AGGREGATED = (T.SHOWER, T.TRACK)
 #: Classes whose particles the interaction GNN groups and identifies.
 GROUPED = (T.SHOWER, T.TRACK, T.MICHEL, T.DELTA)
@@ -193,8 +197,10 @@ class Graph:
     node_class: torch.Tensor | None = None  # predicted semantic class per node (interactions)
 
 
-def voxel_graph(ev: EventInput, radius: float) -> Graph:
-    edges = G.radius_graph(ev.coords, radius, ev.semantic)
+def voxel_graph(ev: EventInput, radius: float, same_class: bool = True) -> Graph:
+    """The radius graph of the event's voxels, between voxels of one predicted class only
+    when ``same_class``; an edge's truth is "same true fragment"."""
+    edges = G.radius_graph(ev.coords, radius, ev.semantic if same_class else None)
     d = ev.coords[edges[1]] - ev.coords[edges[0]]
     e = torch.cat([d.abs(), d.norm(dim=1, keepdim=True)], 1)
     target = None
@@ -296,12 +302,14 @@ class Chain:
     @torch.no_grad()
     def fragments(self, ev: EventInput) -> np.ndarray:
         """Per-voxel fragment ids (0..F-1)."""
-        g = voxel_graph(ev, float(self.cfg["radius"]))
+        g = voxel_graph(ev, float(self.cfg["radius"]), same_class=not self.voxel_cross_class)
         score = torch.sigmoid(self.scorer(g.x, g.edges, g.e))
         threshold = torch.full_like(score, self.threshold)
         track_cut = self.cfg.get("track_edge_threshold")  # absent in chains saved before
-        if track_cut is not None:  # an edge joins two voxels of one predicted class
-            threshold[ev.semantic[g.edges[0]] == T.TRACK] = float(track_cut)
+        if track_cut is not None:  # edges between two track voxels
+            sem = ev.semantic
+            both = (sem[g.edges[0]] == T.TRACK) & (sem[g.edges[1]] == T.TRACK)
+            threshold[both] = float(track_cut)
         keep = score > threshold
         frag = _relabel(G.components(len(ev.coords), g.edges[:, keep]).numpy())
         brk = self.cfg.get("break_tracks") or {}  # absent in chains saved before it existed
@@ -330,6 +338,12 @@ class Chain:
         if names is None:
             return AGGREGATED
         return tuple(T.SEMANTIC_CLASSES.index(n) for n in names)
+
+    @property
+    def voxel_cross_class(self) -> bool:
+        """``voxel_cross_class``: the dense clustering's voxel graph links voxels of different
+        predicted classes."""
+        return bool(self.cfg.get("voxel_cross_class"))  # absent in chains saved before
 
     @property
     def cross_class(self) -> bool:
@@ -638,7 +652,8 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
                               node_out=(N_TYPES, 2)),
         cfg=cfg, mev_per_electron=_energy_constant(events), voxel_size=voxel_size,
         scorer_inputs=n_vox)
-    graphs = [voxel_graph(ev, float(cfg["radius"])) for ev in events]
+    graphs = [voxel_graph(ev, float(cfg["radius"]), same_class=not chain.voxel_cross_class)
+              for ev in events]
     history = _fit(chain.scorer, graphs, int(epochs["fragments"]), lr, batch, rng, "fragments")
     # step 2 learns on the fragments step 1 makes
     frag_graphs, part_graphs, particle_sets = [], [], []
