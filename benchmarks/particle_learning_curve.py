@@ -145,13 +145,10 @@ def main() -> int:
             _print(res["runs"][-1])
         linearities = args.linearity or [pcfg["break_tracks"]["linearity"]]
         touches = _values(args.interaction_touch, pcfg.get("interaction_touch"))
-        pointings = ([p == "on" for p in args.interaction_pointing]
-                     if args.interaction_pointing else [pcfg["interaction_pointing"]])
+        pointings = _switches(args.interaction_pointing, pcfg["interaction_pointing"])
         track_cuts = _values(args.track_edge_threshold, pcfg.get("track_edge_threshold"))
-        crosses = ([c == "on" for c in args.cross_class] if args.cross_class
-                   else [pcfg["cross_class"]])
-        voxel_crosses = ([c == "on" for c in args.voxel_cross_class]
-                         if args.voxel_cross_class else [pcfg["voxel_cross_class"]])
+        crosses = _switches(args.cross_class, pcfg["cross_class"])
+        voxel_crosses = _switches(args.voxel_cross_class, pcfg["voxel_cross_class"])
         groupings = ([g.split(",") for g in args.group_classes] if args.group_classes
                      else [pcfg["group_classes"]])
         for n, lin, (kink, segment), cut, touch, pointing, vcross, cross, grouped, off in (
@@ -243,6 +240,11 @@ def _values(given: list[str] | None, default: float | None) -> list[float | None
     if not given:
         return [default]
     return [None if v.lower() == "none" else float(v) for v in given]
+
+
+def _switches(given: list[str] | None, default: bool) -> list[bool]:
+    """``on``/``off`` from the command line, or the config's value alone."""
+    return [v == "on" for v in given] if given else [bool(default)]
 
 
 def _row(classes: str, chain: str, n_train: int, s: dict, seconds: float,

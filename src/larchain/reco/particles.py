@@ -299,15 +299,19 @@ class Chain:
 
     # -- the three steps, one event each -----------------------------------------------------
 
+    def voxel_graph(self, ev: EventInput) -> Graph:
+        """The scorer's graph of one event, the same in training and in use."""
+        return voxel_graph(ev, float(self.cfg["radius"]), same_class=not self.voxel_cross_class)
+
     @torch.no_grad()
     def fragments(self, ev: EventInput) -> np.ndarray:
         """Per-voxel fragment ids (0..F-1)."""
-        g = voxel_graph(ev, float(self.cfg["radius"]), same_class=not self.voxel_cross_class)
+        g = self.voxel_graph(ev)
+        sem = ev.semantic
         score = torch.sigmoid(self.scorer(g.x, g.edges, g.e))
         threshold = torch.full_like(score, self.threshold)
         track_cut = self.cfg.get("track_edge_threshold")  # absent in chains saved before
         if track_cut is not None:  # edges between two track voxels
-            sem = ev.semantic
             both = (sem[g.edges[0]] == T.TRACK) & (sem[g.edges[1]] == T.TRACK)
             threshold[both] = float(track_cut)
         keep = score > threshold
@@ -315,7 +319,7 @@ class Chain:
         brk = self.cfg.get("break_tracks") or {}  # absent in chains saved before it existed
         if not len(frag):
             return frag
-        coords, semantic = ev.coords.numpy().astype(np.float64), ev.semantic.numpy()
+        coords, semantic = ev.coords.numpy().astype(np.float64), sem.numpy()
         eps = float(self.cfg["radius"])
         if brk.get("linearity") is not None:
             frag = B.break_tracks(coords, semantic, frag, radius=float(brk["radius"]),
@@ -652,8 +656,7 @@ def train_chain(events: Sequence[EventInput], cfg: Mapping[str, Any], voxel_size
                               node_out=(N_TYPES, 2)),
         cfg=cfg, mev_per_electron=_energy_constant(events), voxel_size=voxel_size,
         scorer_inputs=n_vox)
-    graphs = [voxel_graph(ev, float(cfg["radius"]), same_class=not chain.voxel_cross_class)
-              for ev in events]
+    graphs = [chain.voxel_graph(ev) for ev in events]
     history = _fit(chain.scorer, graphs, int(epochs["fragments"]), lr, batch, rng, "fragments")
     # step 2 learns on the fragments step 1 makes
     frag_graphs, part_graphs, particle_sets = [], [], []
