@@ -51,6 +51,10 @@ def main() -> int:
     ap.add_argument("--batch-events", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--augment", action="store_true", help="reco.augment: mirrors, axis swaps")
+    ap.add_argument("--lr-final", type=float, default=None, help="cosine decay to this lr")
+    ap.add_argument("--keep", choices=["best_holdout", "last"], default="last")
+    ap.add_argument("--class-weight-power", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -58,7 +62,9 @@ def main() -> int:
     cfg["simulation"].update(events=args.events, events_per_shard=64)
     rcfg = dict(cfg["reco"])
     rcfg.update(filters=args.filters, depth=args.depth, reps=args.reps, epochs=args.epochs,
-                batch_events=args.batch_events, lr=args.lr, augment=args.augment)
+                batch_events=args.batch_events, lr=args.lr, augment=args.augment,
+                lr_final=args.lr_final, keep=args.keep,
+                class_weight_power=args.class_weight_power)
     n_det = len(cfg["detector"].get("photodetectors") or []) or 16
     res: dict = {"argv": vars(args), "torch": torch.__version__,
                  "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}
@@ -73,7 +79,7 @@ def main() -> int:
               f"{res['simulate_seconds']:.1f} s", flush=True)
         data = EventDataset(tmp)
         voxel_size = float(data.files[0].attrs["voxel_size"])
-        torch.set_num_threads(2)
+        torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
         model, history, split = train_uresnet(data, rcfg, voxel_size, device=args.device)
         res["train_seconds"] = time.perf_counter() - t0

@@ -85,6 +85,8 @@ CORPUS = [
     ("unknown-visibility", _set(("simulation", "visibility"), "magic"), "visibility"),
     ("truth-not-a-tpc-key", _set(("control", "truth"), {"lifetim": 2.0}), "control.truth.lifetim"),
     ("reco-zero-filters", _set(("reco", "filters"), 0), "filters"),
+    ("reco-unknown-keep", _set(("reco", "keep"), "best"), "keep"),
+    ("reco-negative-lr-final", _set(("reco", "lr_final"), -1e-4), "lr_final"),
     ("reco-threshold-above-one", _set(("reco", "infer"), {"score_threshold": 1.5}),
      "score_threshold"),
     ("truth-negative", _set(("control", "truth"), {"lifetime": -2.0}), "control.truth.lifetime"),

@@ -13,6 +13,7 @@ from larchain.core.config import validate_schema
 from larchain.reco import evaluate as E
 from larchain.reco.data import SHOWER_START, TRACK_END, event_points, load_event, make_batch
 from larchain.reco.infer import predict_events, run_inference
+from larchain.reco.train import _loss as T_loss
 from larchain.reco.train import load_model, save_model, split_events, train_uresnet
 from larchain.sim import truth as T
 from larchain.sim.build import build_sample
@@ -125,6 +126,31 @@ def test_training_lowers_the_loss_and_is_deterministic(sim_dir, tmp_path):
     ev = [load_event(ds, 0, 0.3, cfg["charge_scale"])]
     a, b = predict_events(model_a, ev, 0.5)[0], predict_events(loaded, ev, 0.5)[0]
     np.testing.assert_array_equal(a["voxels"]["prob"], b["voxels"]["prob"])
+
+
+@pytest.mark.parametrize("keep", ["last", "best_holdout"])
+def test_cosine_schedule_and_which_epoch_is_kept(sim_dir, keep):
+    """reco.lr_final moves the rate per step along a cosine; reco.keep says whether the
+    last epoch's weights or those of the lowest held-out loss come back. The rate here rises
+    to 0.3, so that the last epoch is not the best one and the two choices differ."""
+    ds = EventDataset(sim_dir)
+    cfg = {**CFG, "epochs": 4, "lr_final": 0.3, "keep": keep}
+    model, hist, split = train_uresnet(ds, cfg, 0.3)
+    lrs = [h["lr"] for h in hist]
+    steps = -(-len(split["train"]) // CFG["batch_events"])
+    expected = [0.3 + (3e-3 - 0.3) * (1 + np.cos(np.pi * e * steps / (4 * steps))) / 2
+                for e in range(4)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    # the returned weights give the held-out loss of the epoch that was kept
+    w = torch.tensor(split["class_weights"])
+    batch = make_batch([load_event(ds, i, 0.3, 1e4) for i in split["holdout"]])
+    with torch.no_grad():
+        loss = float(T_loss(model, batch, w, CFG["ppn_radius"])[0])
+    losses = [h["holdout_loss"] for h in hist]
+    assert int(np.argmin(losses)) != len(hist) - 1  # else the test cannot tell them apart
+    kept = len(hist) - 1 if keep == "last" else int(np.argmin(losses))
+    assert split["best_epoch"] == kept
+    assert loss == pytest.approx(losses[kept], rel=1e-5)
 
 
 def test_sharded_inference_same_files_for_one_and_two_workers(sim_dir, tmp_path):

@@ -325,6 +325,11 @@ def test_class_weights_closed_form_and_weighted_loss():
     torch.testing.assert_close(
         class_weights(torch.zeros(5, dtype=torch.long), 3), torch.tensor([1.0, 0, 0])
     )
+    # reco.class_weight_power: 1 is plain inverse frequency, 0 no weighting
+    assert class_weights(labels, 4, power=1.0)[1] / class_weights(labels, 4, power=1.0)[3] == (
+        pytest.approx(16.0))
+    torch.testing.assert_close(class_weights(labels, 4, power=0.0),
+                               torch.tensor([1.0, 1.0, 0.0, 1.0]))
 
     logits = torch.randn(len(labels), 4, generator=torch.Generator().manual_seed(1))
     loss = segmentation_loss(logits, labels, w)

@@ -55,24 +55,35 @@ def _loss(model: UResNet, batch: dict[str, Any], weights: torch.Tensor, radius: 
 
 def train_uresnet(dataset: Any, cfg: Mapping[str, Any], voxel_size: float,
                   device: str = "cpu") -> tuple[UResNet, list[dict[str, float]], dict[str, Any]]:
-    """Train on the dataset's events except the held-out ones; keep the weights of the epoch
-    with the lowest held-out loss. Returns (model, per-epoch metrics, split)."""
+    """Train on the dataset's events except the held-out ones. ``lr_final`` decays the rate
+    along a cosine; ``keep`` returns the last epoch's weights, or those of the epoch with the
+    lowest held-out loss (picked on the evaluation's events, hence not the default).
+    Returns (model, per-epoch metrics, split)."""
     torch.manual_seed(int(cfg["seed"]))
     rng = np.random.default_rng(int(cfg["seed"]))
     train_idx, hold_idx = split_events(len(dataset), float(cfg["holdout_fraction"]))
     scale = float(cfg["charge_scale"])
     events = {i: load_event(dataset, i, voxel_size, scale) for i in range(len(dataset))}
     labels = torch.as_tensor(np.concatenate([events[i]["semantic"] for i in train_idx]))
-    weights = class_weights(labels, 5).to(device)
+    weights = class_weights(labels, 5, float(cfg.get("class_weight_power", 0.5))).to(device)
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
     bs = int(cfg["batch_events"])
+    epochs = int(cfg["epochs"])
+    lr_final = cfg.get("lr_final")
+    sched = None
+    if lr_final is not None:  # cosine decay per step, from lr to lr_final at the last step
+        steps = epochs * -(-len(train_idx) // bs)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps),
+                                                           eta_min=float(lr_final))
+    keep_last = cfg.get("keep", "last") == "last"
     radius = float(cfg["ppn_radius"])
     augment = bool(cfg.get("augment", False))
     history: list[dict[str, float]] = []
     best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
-    for epoch in tqdm(range(int(cfg["epochs"])), desc="reco_train", unit="epoch", mininterval=1):
+    for epoch in tqdm(range(epochs), desc="reco_train", unit="epoch", mininterval=1):
         t0 = time.perf_counter()
+        lr_epoch = opt.param_groups[0]["lr"]
         model.train()
         order = rng.permutation(train_idx)
         tot, acc = [], []
@@ -85,6 +96,8 @@ def train_uresnet(dataset: Any, cfg: Mapping[str, Any], voxel_size: float,
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             tot.append(loss.item())
             acc.append(correct)
         model.eval()
@@ -99,9 +112,9 @@ def train_uresnet(dataset: Any, cfg: Mapping[str, Any], voxel_size: float,
                "train_accuracy": float(np.mean(acc)),
                "holdout_loss": float(np.mean(hl)) if hl else float("nan"),
                "holdout_accuracy": float(np.mean(ha)) if ha else float("nan"),
-               "seconds": time.perf_counter() - t0}
+               "lr": lr_epoch, "seconds": time.perf_counter() - t0}
         history.append(row)
-        if row["holdout_loss"] < best[0] or not hl:
+        if keep_last or row["holdout_loss"] < best[0] or not hl:
             best = (row["holdout_loss"], copy.deepcopy(model.state_dict()), epoch)
     model.load_state_dict(best[1])
     model.eval()

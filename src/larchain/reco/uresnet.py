@@ -210,8 +210,9 @@ def n_parameters(model: nn.Module) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def class_weights(labels: Tensor, num_classes: int) -> Tensor:
-    """Per-class weights ``~ 1 / sqrt(frequency)``, mean 1 over the classes present.
+def class_weights(labels: Tensor, num_classes: int, power: float = 0.5) -> Tensor:
+    """Per-class weights ``~ 1 / frequency**power`` (default ``1/sqrt``), mean 1 over the
+    classes present.
 
     Why the square root: in neutrino events Michel and delta electrons are ~0.1-1% of the
     voxels. Plain inverse frequency would weight them 100-1000x, making their few voxels
@@ -226,7 +227,7 @@ def class_weights(labels: Tensor, num_classes: int) -> Tensor:
     present = counts > 0
     w = torch.zeros(num_classes, dtype=torch.float64, device=labels.device)
     if bool(present.any()):
-        w[present] = counts[present].rsqrt()  # 1/sqrt(n) ~ 1/sqrt(frequency) up to a constant
+        w[present] = counts[present].pow(-float(power))  # ~ 1/frequency**power up to a constant
         w[present] /= w[present].mean()
     return w.float()
 
