@@ -80,7 +80,7 @@ def train_uresnet(dataset: Any, cfg: Mapping[str, Any], voxel_size: float,
     radius = float(cfg["ppn_radius"])
     augment = bool(cfg.get("augment", False))
     history: list[dict[str, float]] = []
-    best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
+    best: tuple[float, Any, int] = (float("inf"), None, 0)
     for epoch in tqdm(range(epochs), desc="reco_train", unit="epoch", mininterval=1):
         t0 = time.perf_counter()
         lr_epoch = opt.param_groups[0]["lr"]
@@ -114,9 +114,12 @@ def train_uresnet(dataset: Any, cfg: Mapping[str, Any], voxel_size: float,
                "holdout_accuracy": float(np.mean(ha)) if ha else float("nan"),
                "lr": lr_epoch, "seconds": time.perf_counter() - t0}
         history.append(row)
-        if keep_last or row["holdout_loss"] < best[0] or not hl:
+        if not keep_last and (row["holdout_loss"] < best[0] or not hl):
             best = (row["holdout_loss"], copy.deepcopy(model.state_dict()), epoch)
-    model.load_state_dict(best[1])
+    if keep_last:
+        best = (history[-1]["holdout_loss"], None, epochs - 1)
+    elif best[1] is not None:  # None: no held-out loss was finite; the last weights stay
+        model.load_state_dict(best[1])
     model.eval()
     return model, history, {"train": train_idx, "holdout": hold_idx, "best_epoch": best[2],
                             "class_weights": weights.tolist(), "parameters": n_parameters(model)}
