@@ -80,7 +80,7 @@ def train_uresnet(dataset: Any, cfg: Mapping[str, Any], voxel_size: float,
     radius = float(cfg["ppn_radius"])
     augment = bool(cfg.get("augment", False))
     history: list[dict[str, float]] = []
-    best: tuple[float, Any, int] = (float("inf"), None, 0)
+    best_loss, best_state, kept = float("inf"), None, epochs - 1
     for epoch in tqdm(range(epochs), desc="reco_train", unit="epoch", mininterval=1):
         t0 = time.perf_counter()
         lr_epoch = opt.param_groups[0]["lr"]
@@ -114,14 +114,13 @@ def train_uresnet(dataset: Any, cfg: Mapping[str, Any], voxel_size: float,
                "holdout_accuracy": float(np.mean(ha)) if ha else float("nan"),
                "lr": lr_epoch, "seconds": time.perf_counter() - t0}
         history.append(row)
-        if not keep_last and (row["holdout_loss"] < best[0] or not hl):
-            best = (row["holdout_loss"], copy.deepcopy(model.state_dict()), epoch)
-    if keep_last:
-        best = (history[-1]["holdout_loss"], None, epochs - 1)
-    elif best[1] is not None:  # None: no held-out loss was finite; the last weights stay
-        model.load_state_dict(best[1])
+        if not keep_last and row["holdout_loss"] < best_loss:  # NaN (no held-out) never is
+            best_loss, kept = row["holdout_loss"], epoch
+            best_state = copy.deepcopy(model.state_dict())
+    if best_state is not None:  # else the last epoch's weights stay
+        model.load_state_dict(best_state)
     model.eval()
-    return model, history, {"train": train_idx, "holdout": hold_idx, "best_epoch": best[2],
+    return model, history, {"train": train_idx, "holdout": hold_idx, "best_epoch": kept,
                             "class_weights": weights.tolist(), "parameters": n_parameters(model)}
 
 
