@@ -55,6 +55,8 @@ def main() -> int:
     ap.add_argument("--keep", choices=["best_holdout", "last"], default="last")
     ap.add_argument("--class-weight-power", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="added to reco.seed (weights and batch order; the split is by index)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -64,7 +66,8 @@ def main() -> int:
     rcfg.update(filters=args.filters, depth=args.depth, reps=args.reps, epochs=args.epochs,
                 batch_events=args.batch_events, lr=args.lr, augment=args.augment,
                 lr_final=args.lr_final, keep=args.keep,
-                class_weight_power=args.class_weight_power)
+                class_weight_power=args.class_weight_power,
+                seed=int(cfg["reco"]["seed"]) + args.seed_offset)
     n_det = len(cfg["detector"].get("photodetectors") or []) or 16
     res: dict = {"argv": vars(args), "torch": torch.__version__,
                  "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}
