@@ -88,10 +88,10 @@ def main() -> int:
         res["train_seconds"] = time.perf_counter() - t0
         res["history"] = history
         res["parameters"] = split["parameters"]
-        res["best_epoch"] = split["best_epoch"]
+        res["kept_epoch"] = split["best_epoch"]  # the last one unless --keep best_holdout
         print(f"trained {split['parameters']:,} parameters, {len(history)} epochs in "
-              f"{res['train_seconds']:.0f} s (best epoch {split['best_epoch']}; train events "
-              f"{len(split['train'])}, held out {len(split['holdout'])})", flush=True)
+              f"{res['train_seconds']:.0f} s (weights of epoch {res['kept_epoch']} kept; train "
+              f"events {len(split['train'])}, held out {len(split['holdout'])})", flush=True)
 
         ecfg = cfg["reco"]["eval"]
         conf = np.zeros((E.N_CLASSES, E.N_CLASSES), np.int64)
